@@ -1,0 +1,32 @@
+"""transformers-avllm: audio-visual LLMs (video + its audio track, audio, images -> text), Transformers-native."""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoModelForMultimodalLM,
+)
+
+from .modeling import (
+    AVLlmConfig,
+    AVLlmForConditionalGeneration,
+    AVLlmModel,
+    AVLlmPlaceholderMismatchError,
+    AVLlmPreTrainedModel,
+)
+
+__version__ = "0.1.0"
+
+AutoConfig.register(AVLlmConfig.model_type, AVLlmConfig, exist_ok=True)
+AutoModel.register(AVLlmConfig, AVLlmModel, exist_ok=True)
+for _auto_class in (AutoModelForImageTextToText, AutoModelForMultimodalLM, AutoModelForCausalLM):
+    _auto_class.register(AVLlmConfig, AVLlmForConditionalGeneration, exist_ok=True)
+
+__all__ = [
+    "AVLlmConfig",
+    "AVLlmForConditionalGeneration",
+    "AVLlmModel",
+    "AVLlmPlaceholderMismatchError",
+    "AVLlmPreTrainedModel",
+]

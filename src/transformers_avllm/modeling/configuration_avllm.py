@@ -1,0 +1,146 @@
+"""AVLlm model configuration."""
+
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from .connectors_avllm import VIDEO_CONNECTORS
+
+# Vision towers whose hidden states start with a [CLS] token (SigLIP has none).
+VISION_TOWERS_WITH_CLS = ("clip_vision_model",)
+SUPPORTED_VISION_TOWERS = ("clip_vision_model", "siglip_vision_model")
+SUPPORTED_AUDIO_TOWERS = ("clap_audio_model", "whisper", "audio-spectrogram-transformer")
+
+
+@strict
+class AVLlmConfig(PreTrainedConfig):
+    r"""
+    Configuration of an audio-visual LLM: a vision tower, an audio tower, connectors and a causal LLM.
+
+    Either tower may be `None` (video-only or audio-only models); the defaults have no tower at all, so pass the
+    sub-configs you want, e.g. `AVLlmConfig(vision_config=CLIPVisionConfig(...), audio_config=ClapAudioConfig(...),
+    text_config=LlamaConfig(...))`.
+
+    Args:
+        vision_config (`dict` or `PreTrainedConfig`, *optional*):
+            CLIP or SigLIP vision config.
+        audio_config (`dict` or `PreTrainedConfig`, *optional*):
+            CLAP audio (HTSAT), Whisper (its encoder is used) or AST config.
+        text_config (`dict` or `PreTrainedConfig`, *optional*):
+            Any causal LM config; Llama by default.
+        connector_type (`str`, defaults to `"avllm"`):
+            `"avllm"` (AV-LLM: T temporal [CLS] tokens + N time-pooled spatial tokens, linear projectors), `"stc"`
+            (VideoLLaMA 2 spatial-temporal convolution) or `"pool"` (Video-ChatGPT / 001 averages + mlp2x-gelu).
+        audio_projector_type (`str`, defaults to `"linear"`):
+            `"linear"` or `"mlp2x_gelu"`.
+        num_frames (`int`, defaults to 32):
+            Frames sampled per video clip.
+        vision_feature_layer (`int`, defaults to -2):
+            Hidden-state index of the vision tower fed to the connector.
+        stc_downsample (`list[int]`, defaults to `[2, 2, 2]`):
+            Conv3d kernel = stride (t, s, s) of the STC connector.
+        stc_depth (`int`, defaults to 4):
+            RegStage depth of the STC connector (0 disables both RegStages).
+        stc_padding (`int`, defaults to 1):
+            Conv3d padding of the STC connector (VideoLLaMA 2's `STCConnector` uses 1, its v35 variant 0).
+        num_audio_segments (`int`, defaults to 4):
+            K: audio segments per clip, each encoded separately.
+        audio_tokens_per_segment (`int`, defaults to 1):
+            Tokens each segment contributes (the tower's last hidden state averaged over frequency and pooled over
+            time to this length; 1 = one embedding per segment as in AV-LLM).
+        image_token_id / video_token_id / audio_token_id (`int`):
+            Placeholder token ids that the processor expands and the model fills with features.
+        vis_token / aud_token / aud_vis_token (`str`):
+            Modality tokens of the prompt: `<VIS>`, `<AUD>`, `<AUD_VIS>`.
+        touch_absent_modalities (`bool`, defaults to `False`):
+            Run a zero-weighted dummy input through a tower and its connector when no sample of the batch carries
+            that modality, so every distributed rank touches the same trainable parameters (DDP, FSDP, ZeRO-3).
+    """
+
+    model_type = "avllm"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model", optional=True),
+        "audio_config": SubConfigSpec(config_class=AutoConfig, model_type="clap_audio_model", optional=True),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    audio_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    connector_type: Literal["avllm", "stc", "pool"] = "avllm"
+    audio_projector_type: Literal["linear", "mlp2x_gelu"] = "linear"
+    num_frames: int = 32
+    vision_feature_layer: int = -2
+    stc_downsample: list[int] | tuple[int, int, int] = (2, 2, 2)
+    stc_depth: int = 4
+    stc_padding: int = 1
+    num_audio_segments: int = 4
+    audio_tokens_per_segment: int = 1
+    image_token_id: int = 32000
+    video_token_id: int = 32001
+    audio_token_id: int = 32002
+    vis_token: str = "<VIS>"
+    aud_token: str = "<AUD>"
+    aud_vis_token: str = "<AUD_VIS>"
+    touch_absent_modalities: bool = False
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.stc_downsample = list(self.stc_downsample)
+        if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
+            self.tie_word_embeddings = True
+        if self.vision_config is not None and self.vision_config.model_type not in SUPPORTED_VISION_TOWERS:
+            raise ValueError(
+                f"vision_config of type {self.vision_config.model_type!r} is not supported; "
+                f"use one of {SUPPORTED_VISION_TOWERS}"
+            )
+        if self.audio_config is not None and self.audio_config.model_type not in SUPPORTED_AUDIO_TOWERS:
+            raise ValueError(
+                f"audio_config of type {self.audio_config.model_type!r} is not supported; "
+                f"use one of {SUPPORTED_AUDIO_TOWERS}"
+            )
+        if self.num_frames < 1 or self.num_audio_segments < 1 or self.audio_tokens_per_segment < 1:
+            raise ValueError("num_frames, num_audio_segments and audio_tokens_per_segment must be >= 1")
+
+    @property
+    def vision_grid_size(self) -> int:
+        """Patches per side of one frame (h = w)."""
+        return self.vision_config.image_size // self.vision_config.patch_size
+
+    def num_visual_tokens(self, num_frames: int) -> int:
+        """Tokens the video connector emits for a clip of `num_frames` frames (an image is 1 frame)."""
+        if self.vision_config is None:
+            return 0
+        connector = VIDEO_CONNECTORS[self.connector_type]
+        return connector.num_output_tokens(self, num_frames, self.vision_grid_size)
+
+    @property
+    def num_video_tokens(self) -> int:
+        return self.num_visual_tokens(self.num_frames)
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.num_visual_tokens(1)
+
+    @property
+    def num_audio_tokens(self) -> int:
+        return 0 if self.audio_config is None else self.num_audio_segments * self.audio_tokens_per_segment
+
+    def processor_kwargs(self) -> dict:
+        """What `AVLlmProcessor` needs to know about this model to expand the modality tokens."""
+        return {
+            "num_frames": self.num_frames,
+            "num_audio_segments": self.num_audio_segments,
+            "num_video_tokens": self.num_video_tokens,
+            "num_image_tokens": self.num_image_tokens,
+            "num_audio_tokens": self.num_audio_tokens,
+            "vis_token": self.vis_token,
+            "aud_token": self.aud_token,
+            "aud_vis_token": self.aud_vis_token,
+        }
+
+
+__all__ = ["AVLlmConfig"]

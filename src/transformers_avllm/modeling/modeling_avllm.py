@@ -1,0 +1,325 @@
+"""AVLlm: an audio-visual LLM (vision tower + audio tower + connectors + any causal LM) in transformers' layout."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput
+from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils.generic import can_return_tuple
+
+from .configuration_avllm import AVLlmConfig
+from .connectors_avllm import VIDEO_CONNECTORS, AVLlmAudioProjector
+from .towers_avllm import audio_segment_shape, audio_token_sequence, audio_width, build_tower, vision_frame_features
+
+
+# transformers' `mm_token_type_ids` codes of each placeholder kind.
+TOKEN_TYPE_IDS = {"image": 1, "video": 2, "audio": 3}
+
+
+class AVLlmPlaceholderMismatchError(ValueError):
+    """The number of placeholder tokens in `input_ids` differs from the number of features a modality produced."""
+
+
+@dataclass
+class AVLlmModelOutputWithPast(BaseModelOutputWithPast):
+    r"""
+    image_hidden_states / video_hidden_states / audio_hidden_states (`torch.FloatTensor`, *optional*):
+        Projected features `(num_items, tokens_per_item, hidden_size)` scattered into the placeholder positions.
+    """
+
+    image_hidden_states: torch.FloatTensor | None = None
+    video_hidden_states: torch.FloatTensor | None = None
+    audio_hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
+class AVLlmCausalLMOutputWithPast(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `(1,)`, *optional*): language-modelling loss when `labels` are given.
+    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor] | None = None
+    attentions: tuple[torch.FloatTensor] | None = None
+    image_hidden_states: torch.FloatTensor | None = None
+    video_hidden_states: torch.FloatTensor | None = None
+    audio_hidden_states: torch.FloatTensor | None = None
+
+
+class AVLlmPreTrainedModel(PreTrainedModel):
+    config: AVLlmConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "video", "audio", "text")
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+
+class AVLlmModel(AVLlmPreTrainedModel):
+    """Towers, connectors and the language model (no LM head). A tower runs only on the items of its modality that
+    the batch carries, and not at all when there are none."""
+
+    def __init__(self, config: AVLlmConfig):
+        super().__init__(config)
+        if config.vision_config is not None:
+            self.vision_tower = build_tower(config.vision_config)
+            self.video_connector = VIDEO_CONNECTORS[config.connector_type](config)
+        else:
+            self.vision_tower = self.video_connector = None
+        if config.audio_config is not None:
+            self.audio_tower = build_tower(config.audio_config)
+            self.audio_projector = AVLlmAudioProjector(config, audio_width(config.audio_config))
+        else:
+            self.audio_tower = self.audio_projector = None
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.language_model.set_input_embeddings(value)
+
+    def _require_tower(self, tower: nn.Module | None, modality: str):
+        if tower is None:
+            raise ValueError(f"This AVLlm model has no {modality} tower, but {modality} inputs were given")
+
+    @can_return_tuple
+    def get_video_features(self, pixel_values_videos: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+        """
+        Args:
+            pixel_values_videos: `(num_videos, num_frames, 3, H, W)`.
+        Returns:
+            `last_hidden_state`: the tower's patch grid `(num_videos, num_frames, h, w, D_v)`; `pooler_output`: the
+            connector's tokens `(num_videos, num_video_tokens, hidden_size)`.
+        """
+        self._require_tower(self.vision_tower, "vision")
+        num_videos, num_frames = pixel_values_videos.shape[:2]
+        frames = pixel_values_videos.flatten(0, 1).to(self.vision_tower.dtype)
+        summary, patch_grid = vision_frame_features(self.vision_tower, frames, self.config.vision_feature_layer)
+        summary = summary.unflatten(0, (num_videos, num_frames))
+        patch_grid = patch_grid.unflatten(0, (num_videos, num_frames))
+        return BaseModelOutputWithPooling(
+            last_hidden_state=patch_grid, pooler_output=self.video_connector(summary, patch_grid)
+        )
+
+    @can_return_tuple
+    def get_image_features(self, pixel_values: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+        """An image is a 1-frame video. `pixel_values`: `(num_images, 3, H, W)`; `pooler_output`:
+        `(num_images, num_image_tokens, hidden_size)`."""
+        return self.get_video_features(pixel_values.unsqueeze(1))
+
+    @can_return_tuple
+    def get_audio_features(self, input_features: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+        """
+        Args:
+            input_features: `(num_audios, K, *segment_shape)`, one feature-extractor output per segment.
+        Returns:
+            `last_hidden_state`: the tower's time sequence per segment `(num_audios * K, L', D_a)`; `pooler_output`:
+            `(num_audios, K * audio_tokens_per_segment, hidden_size)` in segment order.
+        """
+        self._require_tower(self.audio_tower, "audio")
+        num_audios, num_segments = input_features.shape[:2]
+        segments = input_features.flatten(0, 1).to(self.audio_tower.dtype)
+        sequence = audio_token_sequence(self.audio_tower, segments)
+        tokens = nn.functional.adaptive_avg_pool1d(sequence.transpose(1, 2), self.config.audio_tokens_per_segment)
+        tokens = tokens.transpose(1, 2).reshape(num_audios, -1, sequence.shape[-1])
+        return BaseModelOutputWithPooling(last_hidden_state=sequence, pooler_output=self.audio_projector(tokens))
+
+    def get_placeholder_mask(
+        self,
+        input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.FloatTensor,
+        modality: str,
+        features: torch.Tensor,
+        mm_token_type_ids: torch.LongTensor | None = None,
+    ) -> torch.BoolTensor:
+        """Placeholder positions of `modality` ("image" | "video" | "audio") as a `(batch, seq, 1)` mask, read from
+        `mm_token_type_ids` when given, else from `input_ids`, else by matching the placeholder's embedding. Raises when
+        their count differs from the features' token count `(num_items, tokens_per_item, hidden)`."""
+        token_id = getattr(self.config, f"{modality}_token_id")
+        if mm_token_type_ids is not None:
+            mask = mm_token_type_ids == TOKEN_TYPE_IDS[modality]
+        elif input_ids is not None:
+            mask = input_ids == token_id
+        else:
+            placeholder = self.get_input_embeddings()(torch.tensor(token_id, device=inputs_embeds.device))
+            mask = (inputs_embeds == placeholder).all(-1)
+        num_placeholders, num_features = int(mask.sum()), features.shape[0] * features.shape[1]
+        if num_placeholders != num_features:
+            raise AVLlmPlaceholderMismatchError(
+                f"{num_placeholders} {modality} placeholder tokens (id {token_id}) but {features.shape[0]} item(s) giving "
+                f"{num_features} feature tokens; expand each modality token with the processor built for this model "
+                "and do not truncate inside a placeholder run"
+            )
+        return mask.unsqueeze(-1)
+
+    def _touch_absent_branches(self, inputs_embeds: torch.Tensor, vision_used: bool, audio_used: bool) -> torch.Tensor:
+        """Adds a zero-weighted pass through every tower + connector this batch did not use, so all distributed ranks
+        run the same modules and reduce the same trainable parameters."""
+        touched = inputs_embeds
+        device, dtype = inputs_embeds.device, inputs_embeds.dtype
+        if self.vision_tower is not None and not vision_used:
+            size = self.config.vision_config.image_size
+            dummy = torch.zeros(1, 3, size, size, device=device, dtype=self.vision_tower.dtype)
+            touched = touched + 0.0 * self.get_image_features(dummy).pooler_output.sum().to(dtype)
+        if self.audio_tower is not None and not audio_used:
+            shape = (1, 1, *audio_segment_shape(self.config.audio_config))
+            dummy = torch.zeros(shape, device=device, dtype=self.audio_tower.dtype)
+            touched = touched + 0.0 * self.get_audio_features(dummy).pooler_output.sum().to(dtype)
+        return touched
+
+    def _merge(self, input_ids, inputs_embeds, modality: str, features: torch.Tensor, mm_token_type_ids) -> torch.Tensor:
+        features = features.to(inputs_embeds.device, inputs_embeds.dtype)
+        mask = self.get_placeholder_mask(input_ids, inputs_embeds, modality, features, mm_token_type_ids)
+        return inputs_embeds.masked_scatter(mask, features)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        input_features: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        mm_token_type_ids: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> AVLlmModelOutputWithPast:
+        r"""
+        pixel_values (`(num_images, 3, H, W)`): images, each filling `num_image_tokens` image placeholders.
+        pixel_values_videos (`(num_videos, num_frames, 3, H, W)`): videos, each filling `num_video_tokens` video
+            placeholders.
+        input_features (`(num_audios, K, *segment_shape)`): audio clips (a video's own track or an audio file), each
+            filling `num_audio_tokens` audio placeholders.
+        mm_token_type_ids (`(batch, seq)`, *optional*): 0 text, 1 image, 2 video, 3 audio placeholder (the
+            processor's output); locates placeholders, and is what makes an `inputs_embeds`-only call work.
+        """
+        if (input_ids is None) ^ (inputs_embeds is not None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+
+        image_features = video_features = audio_features = None
+        if pixel_values is not None:
+            image_features = self.get_image_features(pixel_values).pooler_output
+            inputs_embeds = self._merge(input_ids, inputs_embeds, "image", image_features, mm_token_type_ids)
+        if pixel_values_videos is not None:
+            video_features = self.get_video_features(pixel_values_videos).pooler_output
+            inputs_embeds = self._merge(input_ids, inputs_embeds, "video", video_features, mm_token_type_ids)
+        if input_features is not None:
+            audio_features = self.get_audio_features(input_features).pooler_output
+            inputs_embeds = self._merge(input_ids, inputs_embeds, "audio", audio_features, mm_token_type_ids)
+        if self.config.touch_absent_modalities and self.training:
+            vision_used = image_features is not None or video_features is not None
+            inputs_embeds = self._touch_absent_branches(inputs_embeds, vision_used, audio_features is not None)
+
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        return AVLlmModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=image_features,
+            video_hidden_states=video_features,
+            audio_hidden_states=audio_features,
+        )
+
+
+class AVLlmForConditionalGeneration(AVLlmPreTrainedModel, GenerationMixin):
+    """AVLlmModel + LM head. Media inputs use transformers' standard names, so `generate()` sends them only at
+    prefill and decodes from the KV cache."""
+
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+
+    def __init__(self, config: AVLlmConfig):
+        super().__init__(config)
+        self.model = AVLlmModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        language_model = self.model.language_model
+        embedding_name = next(
+            name for name, module in language_model.named_modules() if module is language_model.get_input_embeddings()
+        )
+        self._tied_weights_keys = {"lm_head.weight": f"model.language_model.{embedding_name}.weight"}
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def get_image_features(self, pixel_values: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+        return self.model.get_image_features(pixel_values, **kwargs)
+
+    def get_video_features(self, pixel_values_videos: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+        return self.model.get_video_features(pixel_values_videos, **kwargs)
+
+    def get_audio_features(self, input_features: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+        return self.model.get_audio_features(input_features, **kwargs)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        input_features: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        mm_token_type_ids: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> AVLlmCausalLMOutputWithPast:
+        r"""
+        labels (`(batch_size, sequence_length)`, *optional*): next-token targets; -100 is ignored (prompt, padding and
+            placeholder positions).
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            pixel_values_videos=pixel_values_videos,
+            input_features=input_features,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            mm_token_type_ids=mm_token_type_ids,
+            **kwargs,
+        )
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+        return AVLlmCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=outputs.image_hidden_states,
+            video_hidden_states=outputs.video_hidden_states,
+            audio_hidden_states=outputs.audio_hidden_states,
+        )
+
+
+__all__ = ["AVLlmPreTrainedModel", "AVLlmModel", "AVLlmForConditionalGeneration", "AVLlmPlaceholderMismatchError"]
