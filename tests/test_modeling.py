@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny import AUDIO_TOKEN_ID, VIDEO_TOKEN_ID, random_rows, tiny_config
+from transformers_avllm.tiny import AUDIO_TOKEN_ID, VIDEO_TOKEN_ID, random_rows, tiny_config
 from transformers import (
     AutoConfig,
     AutoModel,

@@ -6,6 +6,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForImageTextToText,
     AutoModelForMultimodalLM,
+    AutoProcessor,
 )
 
 from .modeling import (
@@ -15,6 +16,15 @@ from .modeling import (
     AVLlmPlaceholderMismatchError,
     AVLlmPreTrainedModel,
 )
+from .processing import (
+    AVLlmProcessor,
+    MediaDecodeError,
+    MediaError,
+    MediaNotFoundError,
+    MediaTimeoutError,
+    MediaTooLargeError,
+    MissingStreamError,
+)
 
 __version__ = "0.1.0"
 
@@ -22,6 +32,7 @@ AutoConfig.register(AVLlmConfig.model_type, AVLlmConfig, exist_ok=True)
 AutoModel.register(AVLlmConfig, AVLlmModel, exist_ok=True)
 for _auto_class in (AutoModelForImageTextToText, AutoModelForMultimodalLM, AutoModelForCausalLM):
     _auto_class.register(AVLlmConfig, AVLlmForConditionalGeneration, exist_ok=True)
+AutoProcessor.register(AVLlmConfig, AVLlmProcessor, exist_ok=True)
 
 __all__ = [
     "AVLlmConfig",
@@ -29,4 +40,11 @@ __all__ = [
     "AVLlmModel",
     "AVLlmPlaceholderMismatchError",
     "AVLlmPreTrainedModel",
+    "AVLlmProcessor",
+    "MediaDecodeError",
+    "MediaError",
+    "MediaNotFoundError",
+    "MediaTimeoutError",
+    "MediaTooLargeError",
+    "MissingStreamError",
 ]

@@ -70,7 +70,8 @@ def audio_width(config: PreTrainedConfig) -> int:
 
 
 def audio_segment_shape(config: PreTrainedConfig) -> tuple[int, ...]:
-    """Shape of one segment's `input_features` as the tower's feature extractor makes it (no batch dim)."""
+    """A shape of one segment's `input_features` that the tower accepts (no batch dim), used for dummy passes; the
+    feature extractor's real time length may differ (CLAP-HTSAT interpolates any length up to its spectrogram size)."""
     if config.model_type == "clap_audio_model":
         return (1, config.spec_size * config.spec_size // config.num_mel_bins, config.num_mel_bins)
     if config.model_type == "whisper":

@@ -1,19 +1,33 @@
-"""Tiny random configs of real transformers classes (< 1M parameters) shared by the tests."""
+"""Tiny random models built from real transformers classes (< 1M parameters), with a tokenizer trained locally and
+the towers' real image processors / feature extractors: what the tests, the quickstart and the benchmarks run on
+where no pretrained weights can be downloaded."""
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     ASTConfig,
+    ASTFeatureExtractor,
     ClapAudioConfig,
+    ClapFeatureExtractor,
+    CLIPImageProcessor,
     CLIPVisionConfig,
     LlamaConfig,
+    PreTrainedTokenizerFast,
     Qwen2Config,
+    SiglipImageProcessor,
     SiglipVisionConfig,
     WhisperConfig,
+    WhisperFeatureExtractor,
 )
 
-from transformers_avllm import AVLlmConfig
+from .modeling import AVLlmConfig
+from .processing import AVLlmProcessor
 
 VOCAB_SIZE = 128
 IMAGE_TOKEN_ID, VIDEO_TOKEN_ID, AUDIO_TOKEN_ID = 125, 126, 127
+SAMPLING_RATE = 16000
+BASE_SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
+MEDIA_SPECIAL_TOKENS = ["<VIS>", "<AUD>", "<AUD_VIS>"]
+PLACEHOLDER_TOKENS = ["<image>", "<video>", "<audio>"]
 
 
 def tiny_vision_config(kind: str = "clip"):
@@ -47,7 +61,7 @@ def tiny_audio_config(kind: str = "clap"):
             encoder_attention_heads=2,
             encoder_ffn_dim=64,
             num_mel_bins=16,
-            max_source_positions=25,
+            max_source_positions=50,
             decoder_layers=1,
             decoder_attention_heads=2,
             decoder_ffn_dim=64,
@@ -155,3 +169,61 @@ def random_rows(config: AVLlmConfig, modalities: list[str], text_lengths=None, s
         if tensors:
             batch[key] = torch.cat(tensors)
     return batch, rows
+
+
+def build_tokenizer(corpus: list[str], vocab_size: int = VOCAB_SIZE) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer trained on `corpus`, padded with filler words to `vocab_size`, whose last three ids are
+    the `<image>`, `<video>`, `<audio>` placeholders (matching the tiny configs' token ids)."""
+    words = sorted({word for line in corpus + ["USER: ASSISTANT:"] for word in line.split()})
+    tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    specials = BASE_SPECIAL_TOKENS + MEDIA_SPECIAL_TOKENS
+    filler = [f"w{index}" for index in range(vocab_size - len(specials) - len(PLACEHOLDER_TOKENS) - len(words))]
+    if len(filler) < 0 or len(words) + len(specials) + len(PLACEHOLDER_TOKENS) > vocab_size:
+        raise ValueError(f"corpus has {len(words)} distinct words; too many for a vocabulary of {vocab_size}")
+    tokenizer.train_from_iterator(
+        [" ".join(words + filler)], trainers.WordLevelTrainer(special_tokens=specials, min_frequency=1)
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    fast.add_special_tokens({"extra_special_tokens": MEDIA_SPECIAL_TOKENS + PLACEHOLDER_TOKENS})
+    return fast
+
+
+def build_processor(config: AVLlmConfig, tokenizer: PreTrainedTokenizerFast) -> AVLlmProcessor:
+    """An AVLlmProcessor with the tiny towers' real image processor and feature extractor (defaults for an absent
+    tower)."""
+    image_processor, feature_extractor = CLIPImageProcessor(), WhisperFeatureExtractor()
+    if config.vision_config is not None:
+        size = config.vision_config.image_size
+        if config.vision_config.model_type == "clip_vision_model":
+            image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        else:
+            image_processor = SiglipImageProcessor(size={"height": size, "width": size})
+    if config.audio_config is not None:
+        audio = config.audio_config
+        if audio.model_type == "clap_audio_model":
+            feature_extractor = ClapFeatureExtractor(
+                feature_size=audio.num_mel_bins,
+                sampling_rate=SAMPLING_RATE,
+                max_length_s=1,
+                hop_length=160,
+                fft_window_size=400,
+                truncation="rand_trunc",
+            )
+        elif audio.model_type == "whisper":
+            feature_extractor = WhisperFeatureExtractor(
+                feature_size=audio.num_mel_bins, sampling_rate=SAMPLING_RATE, chunk_length=1, hop_length=160
+            )
+        else:
+            feature_extractor = ASTFeatureExtractor(
+                num_mel_bins=audio.num_mel_bins, max_length=audio.max_length, sampling_rate=SAMPLING_RATE
+            )
+    return AVLlmProcessor(
+        image_processor=image_processor,
+        feature_extractor=feature_extractor,
+        tokenizer=tokenizer,
+        **config.processor_kwargs(),
+    )

@@ -1,0 +1,59 @@
+"""Shared set-up of the model benchmarks: a small (not tiny) AV-LLM and timing helpers."""
+
+import statistics
+import time
+
+import torch
+from transformers import ClapAudioConfig, CLIPVisionConfig, LlamaConfig, LlamaForCausalLM
+
+from transformers_avllm import AVLlmConfig, AVLlmForConditionalGeneration
+from transformers_avllm.tiny import random_rows
+
+
+def bench_model(num_frames: int = 8) -> AVLlmForConditionalGeneration:
+    """CLIP ViT (224 px, patch 16 -> 14x14 grid) + CLAP-HTSAT + a 4-layer Llama, random weights, eval mode."""
+    torch.manual_seed(0)
+    config = AVLlmConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4, image_size=224,
+            patch_size=16,
+        ),
+        audio_config=ClapAudioConfig(
+            hidden_size=256, patch_embeds_hidden_size=32, depths=[2, 2], num_attention_heads=[2, 4], spec_size=256,
+            num_mel_bins=64, enable_fusion=False,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=4096, hidden_size=512, intermediate_size=1376, num_hidden_layers=4, num_attention_heads=8,
+            num_key_value_heads=8, max_position_embeddings=2048, pad_token_id=0,
+        ),
+        num_frames=num_frames,
+        num_audio_segments=4,
+        image_token_id=4093,
+        video_token_id=4094,
+        audio_token_id=4095,
+    )
+    return AVLlmForConditionalGeneration(config).eval()
+
+
+def bare_llm(model: AVLlmForConditionalGeneration) -> LlamaForCausalLM:
+    """The same LLM weights as a plain LlamaForCausalLM."""
+    llm = LlamaForCausalLM(model.config.text_config).eval()
+    llm.model.load_state_dict(model.model.language_model.state_dict())
+    llm.lm_head.load_state_dict(model.lm_head.state_dict())
+    return llm
+
+
+def av_inputs(model, batch_size: int = 2, text_length: int = 64):
+    batch, _ = random_rows(model.config, ["av"] * batch_size, text_lengths=[text_length] * batch_size)
+    return batch
+
+
+def median_seconds(fn, repeats: int = 7, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        timings.append(time.perf_counter() - start)
+    return statistics.median(timings)

@@ -1,0 +1,1 @@
+"""Dataset formats, media writing and synthetic data."""
