@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from transformers_avllm.tiny import AUDIO_TOKEN_ID, VIDEO_TOKEN_ID, random_rows, tiny_config
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -19,6 +18,7 @@ from transformers_avllm import (
     AVLlmPlaceholderMismatchError,
 )
 from transformers_avllm.modeling.towers_avllm import audio_segment_shape
+from transformers_avllm.tiny import AUDIO_TOKEN_ID, VIDEO_TOKEN_ID, random_rows, tiny_config
 
 TOWER_PAIRS = [
     ("clip", "clap", "llama"),

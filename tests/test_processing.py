@@ -69,7 +69,9 @@ def test_use_audio_false_and_images_render_vis(media):
     assert "<VIS>" in processor.apply_chat_template(messages) and "input_features" not in inputs
     assert count(inputs["input_ids"], config.video_token_id) == config.num_video_tokens
     image = Image.fromarray(np.full((40, 50, 3), 200, dtype=np.uint8))
-    inputs = processor.apply_chat_template(user({"type": "image", "image": image}, text("what ?")), tokenize=True, return_dict=True)
+    inputs = processor.apply_chat_template(
+        user({"type": "image", "image": image}, text("what ?")), tokenize=True, return_dict=True
+    )
     assert inputs["pixel_values"].shape == (1, 3, 32, 32)
     assert count(inputs["input_ids"], config.image_token_id) == config.num_image_tokens
 
@@ -89,7 +91,9 @@ def test_silent_video_needs_explicit_choice(media):
     with pytest.raises(MissingStreamError, match="silent.mkv"):
         processor.apply_chat_template(messages, tokenize=True)
     visual = processor.apply_chat_template(messages, tokenize=True, return_dict=True, missing_audio="visual_only")
-    assert "input_features" not in visual and "<VIS>" in processor.apply_chat_template(messages, missing_audio="visual_only")
+    assert "input_features" not in visual and "<VIS>" in processor.apply_chat_template(
+        messages, missing_audio="visual_only"
+    )
     silence = processor.apply_chat_template(messages, tokenize=True, return_dict=True, missing_audio="silence")
     assert count(silence["input_ids"], config.audio_token_id) == config.num_audio_tokens
     assert silence["input_features"].shape[:2] == (1, config.num_audio_segments)
@@ -118,7 +122,9 @@ def test_processor_and_model_answer_end_to_end(media, connector, vision, audio):
     assert generated.shape == (4, inputs["input_ids"].shape[1] + 4)
     # each row alone gives the same answer as in the mixed batch
     for index, conversation in enumerate(conversations):
-        alone = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True)
+        alone = processor.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=True, return_dict=True
+        )
         answer = model.generate(**alone, max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0)
         assert answer[0, -4:].tolist() == generated[index, -4:].tolist()
 

@@ -6,7 +6,9 @@ import argparse
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="avllm", description="Audio-visual LLMs, Transformers-native.")
     commands = parser.add_subparsers(dest="command", required=True)
-    quickstart = commands.add_parser("quickstart", help="build a tiny AV-LLM offline and ask it about a generated clip")
+    quickstart = commands.add_parser(
+        "quickstart", help="build a tiny AV-LLM offline and ask it about a generated clip"
+    )
     quickstart.add_argument("--output-dir", default="outputs/quickstart")
     quickstart.add_argument("--max-new-tokens", type=int, default=8)
     args = parser.parse_args(argv)

@@ -13,34 +13,35 @@ from transformers import (
 )
 
 from .modeling import AVLlmConfig, AVLlmForConditionalGeneration
-from .modeling.towers_avllm import AUDIO_TOWER_CLASSES, TOWER_ATTRIBUTE_IN_FULL_MODEL, VISION_TOWER_CLASSES, build_tower
+from .modeling.towers_avllm import AUDIO_TOWER_CLASSES, VISION_TOWER_CLASSES
 from .processing import AVLlmProcessor
 
-# Sub-config of a full (multi-tower) checkpoint's config holding the tower's config.
-TOWER_SUBCONFIG_IN_FULL_CONFIG = {"clip": "vision_config", "siglip": "vision_config", "clap": "audio_config"}
+# Attribute of a full (multi-tower or encoder-decoder) checkpoint's model holding the tower we keep.
+TOWER_ATTRIBUTE_IN_FULL_MODEL = {
+    "clip": "vision_model",
+    "siglip": "vision_model",
+    "clap": "audio_model",
+    "whisper": "encoder",
+}
 MODALITY_TOKENS = {"vis_token": "<VIS>", "aud_token": "<AUD>", "aud_vis_token": "<AUD_VIS>"}
 PLACEHOLDER_TOKENS = {"image_token": "<image>", "video_token": "<video>", "audio_token": "<audio>"}
 
 
 def load_tower(name_or_path: str, **kwargs) -> PreTrainedModel:
     """Loads a vision or audio tower from a tower checkpoint (e.g. a saved `CLIPVisionModel`) or from a full
-    checkpoint that contains one (`openai/clip-vit-large-patch14`, `laion/clap-htsat-unfused`, `openai/whisper-small`)."""
+    checkpoint that contains one (`openai/clip-vit-large-patch14`, `laion/clap-htsat-unfused`,
+    `openai/whisper-small`)."""
     config = AutoConfig.from_pretrained(name_or_path, **kwargs)
+    if config.model_type in TOWER_ATTRIBUTE_IN_FULL_MODEL:
+        full_model = AutoModel.from_pretrained(name_or_path, **kwargs)
+        return getattr(full_model, TOWER_ATTRIBUTE_IN_FULL_MODEL[config.model_type])
     tower_classes = {**VISION_TOWER_CLASSES, **AUDIO_TOWER_CLASSES}
-    if config.model_type in tower_classes and config.model_type != "whisper":
+    if config.model_type in tower_classes:
         return tower_classes[config.model_type].from_pretrained(name_or_path, **kwargs)
-    if config.model_type not in TOWER_ATTRIBUTE_IN_FULL_MODEL:
-        raise ValueError(
-            f"{name_or_path}: a {config.model_type!r} checkpoint holds no supported tower "
-            f"(supported: {sorted(tower_classes)} and full {sorted(TOWER_ATTRIBUTE_IN_FULL_MODEL)} checkpoints)"
-        )
-    full_model = AutoModel.from_pretrained(name_or_path, **kwargs)
-    source = getattr(full_model, TOWER_ATTRIBUTE_IN_FULL_MODEL[config.model_type])
-    tower_config = getattr(config, TOWER_SUBCONFIG_IN_FULL_CONFIG.get(config.model_type, ""), config)
-    tower = build_tower(tower_config).to(full_model.dtype)
-    target = tower if type(source) is type(tower) else next(m for m in tower.modules() if type(m) is type(source))
-    target.load_state_dict(source.state_dict())
-    return tower
+    raise ValueError(
+        f"{name_or_path}: a {config.model_type!r} checkpoint holds no supported tower "
+        f"(supported: {sorted(tower_classes)} and full {sorted(TOWER_ATTRIBUTE_IN_FULL_MODEL)} checkpoints)"
+    )
 
 
 def from_pretrained_components(

@@ -34,7 +34,9 @@ def run_quickstart(output_dir: str = "outputs/quickstart", max_new_tokens: int =
     config = tiny_config()
     model = AVLlmForConditionalGeneration(config).eval()
     processor = build_processor(config, build_tokenizer([" ".join(WORDS)]))
-    messages = [{"role": "user", "content": [{"type": "video", "path": str(clip)}, {"type": "text", "text": QUESTION}]}]
+    messages = [
+        {"role": "user", "content": [{"type": "video", "path": str(clip)}, {"type": "text", "text": QUESTION}]}
+    ]
     start = time.perf_counter()
     inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
     generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)

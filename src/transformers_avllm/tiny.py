@@ -84,9 +84,9 @@ def tiny_audio_config(kind: str = "clap"):
     )
 
 
-def tiny_text_config(kind: str = "llama"):
+def tiny_text_config(kind: str = "llama", vocab_size: int = VOCAB_SIZE):
     common = dict(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=vocab_size,
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
@@ -133,7 +133,7 @@ def random_rows(config: AVLlmConfig, modalities: list[str], text_lengths=None, s
     generator = torch.Generator().manual_seed(seed)
     text_lengths = text_lengths or [3 + 2 * i for i in range(len(modalities))]
     rows = []
-    for modality, length in zip(modalities, text_lengths):
+    for modality, length in zip(modalities, text_lengths, strict=True):
         row = {}
         placeholders = []
         if modality in ("video", "av"):
@@ -171,24 +171,29 @@ def random_rows(config: AVLlmConfig, modalities: list[str], text_lengths=None, s
     return batch, rows
 
 
-def build_tokenizer(corpus: list[str], vocab_size: int = VOCAB_SIZE) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer trained on `corpus`, padded with filler words to `vocab_size`, whose last three ids are
-    the `<image>`, `<video>`, `<audio>` placeholders (matching the tiny configs' token ids)."""
+def build_tokenizer(
+    corpus: list[str], vocab_size: int = VOCAB_SIZE, media_tokens: bool = True
+) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer of exactly `vocab_size` ids trained on `corpus` (padded with filler words). With
+    `media_tokens`, it holds the modality tokens and its last three ids are the `<image>`, `<video>`, `<audio>`
+    placeholders (matching the tiny configs' token ids); without, it is a plain LLM tokenizer."""
     words = sorted({word for line in corpus + ["USER: ASSISTANT:"] for word in line.split()})
+    specials = BASE_SPECIAL_TOKENS + (MEDIA_SPECIAL_TOKENS if media_tokens else [])
+    num_filler = vocab_size - len(specials) - len(words) - (len(PLACEHOLDER_TOKENS) if media_tokens else 0)
+    if num_filler < 0:
+        raise ValueError(f"corpus has {len(words)} distinct words; too many for a vocabulary of {vocab_size}")
     tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer.decoder = decoders.WordPiece(prefix="##")
-    specials = BASE_SPECIAL_TOKENS + MEDIA_SPECIAL_TOKENS
-    filler = [f"w{index}" for index in range(vocab_size - len(specials) - len(PLACEHOLDER_TOKENS) - len(words))]
-    if len(filler) < 0 or len(words) + len(specials) + len(PLACEHOLDER_TOKENS) > vocab_size:
-        raise ValueError(f"corpus has {len(words)} distinct words; too many for a vocabulary of {vocab_size}")
+    filler = [f"w{index}" for index in range(num_filler)]
     tokenizer.train_from_iterator(
         [" ".join(words + filler)], trainers.WordLevelTrainer(special_tokens=specials, min_frequency=1)
     )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )
-    fast.add_special_tokens({"extra_special_tokens": MEDIA_SPECIAL_TOKENS + PLACEHOLDER_TOKENS})
+    if media_tokens:
+        fast.add_special_tokens({"extra_special_tokens": MEDIA_SPECIAL_TOKENS + PLACEHOLDER_TOKENS})
     return fast
 
 
@@ -199,7 +204,9 @@ def build_processor(config: AVLlmConfig, tokenizer: PreTrainedTokenizerFast) -> 
     if config.vision_config is not None:
         size = config.vision_config.image_size
         if config.vision_config.model_type == "clip_vision_model":
-            image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+            image_processor = CLIPImageProcessor(
+                size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+            )
         else:
             image_processor = SiglipImageProcessor(size={"height": size, "width": size})
     if config.audio_config is not None:

@@ -129,7 +129,9 @@ class AVLlmRegStage(nn.Sequential):
     def __init__(self, depth: int, in_channels: int, out_channels: int):
         super().__init__()
         for index in range(depth):
-            self.add_module(f"b{index + 1}", AVLlmRegBottleneck(in_channels if index == 0 else out_channels, out_channels))
+            self.add_module(
+                f"b{index + 1}", AVLlmRegBottleneck(in_channels if index == 0 else out_channels, out_channels)
+            )
 
 
 class AVLlmSTCConnector(nn.Module):
@@ -179,7 +181,8 @@ class AVLlmSTCConnector(nn.Module):
 
 
 class AVLlmAudioProjector(nn.Module):
-    """Projects audio tokens `(B, K * L, D_a)` to the LLM width: `linear` (AV-LLM) or `mlp2x_gelu` (001, VideoLLaMA 2)."""
+    """Projects audio tokens `(B, K * L, D_a)` to the LLM width: `linear` (AV-LLM) or `mlp2x_gelu` (001,
+    VideoLLaMA 2)."""
 
     def __init__(self, config, audio_width: int):
         super().__init__()

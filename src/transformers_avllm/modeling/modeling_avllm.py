@@ -14,7 +14,6 @@ from .configuration_avllm import AVLlmConfig
 from .connectors_avllm import VIDEO_CONNECTORS, AVLlmAudioProjector
 from .towers_avllm import audio_segment_shape, audio_token_sequence, audio_width, build_tower, vision_frame_features
 
-
 # transformers' `mm_token_type_ids` codes of each placeholder kind.
 TOKEN_TYPE_IDS = {"image": 1, "video": 2, "audio": 3}
 
@@ -144,8 +143,8 @@ class AVLlmModel(AVLlmPreTrainedModel):
         mm_token_type_ids: torch.LongTensor | None = None,
     ) -> torch.BoolTensor:
         """Placeholder positions of `modality` ("image" | "video" | "audio") as a `(batch, seq, 1)` mask, read from
-        `mm_token_type_ids` when given, else from `input_ids`, else by matching the placeholder's embedding. Raises when
-        their count differs from the features' token count `(num_items, tokens_per_item, hidden)`."""
+        `mm_token_type_ids` when given, else from `input_ids`, else by matching the placeholder's embedding. Raises
+        when their count differs from the features' token count `(num_items, tokens_per_item, hidden)`."""
         token_id = getattr(self.config, f"{modality}_token_id")
         if mm_token_type_ids is not None:
             mask = mm_token_type_ids == TOKEN_TYPE_IDS[modality]
@@ -157,9 +156,9 @@ class AVLlmModel(AVLlmPreTrainedModel):
         num_placeholders, num_features = int(mask.sum()), features.shape[0] * features.shape[1]
         if num_placeholders != num_features:
             raise AVLlmPlaceholderMismatchError(
-                f"{num_placeholders} {modality} placeholder tokens (id {token_id}) but {features.shape[0]} item(s) giving "
-                f"{num_features} feature tokens; expand each modality token with the processor built for this model "
-                "and do not truncate inside a placeholder run"
+                f"{num_placeholders} {modality} placeholder tokens (id {token_id}) but {features.shape[0]} item(s) "
+                f"giving {num_features} feature tokens; expand each modality token with the processor built for this "
+                "model and do not truncate inside a placeholder run"
             )
         return mask.unsqueeze(-1)
 
@@ -178,7 +177,9 @@ class AVLlmModel(AVLlmPreTrainedModel):
             touched = touched + 0.0 * self.get_audio_features(dummy).pooler_output.sum().to(dtype)
         return touched
 
-    def _merge(self, input_ids, inputs_embeds, modality: str, features: torch.Tensor, mm_token_type_ids) -> torch.Tensor:
+    def _merge(
+        self, input_ids, inputs_embeds, modality: str, features: torch.Tensor, mm_token_type_ids
+    ) -> torch.Tensor:
         features = features.to(inputs_embeds.device, inputs_embeds.dtype)
         mask = self.get_placeholder_mask(input_ids, inputs_embeds, modality, features, mm_token_type_ids)
         return inputs_embeds.masked_scatter(mask, features)

@@ -3,7 +3,7 @@ outputs into what the connectors need (per-frame summary token + patch grid; per
 
 import torch
 from torch import nn
-from transformers import ASTModel, CLIPVisionModel, ClapAudioModel, PreTrainedConfig, SiglipVisionModel
+from transformers import ASTModel, ClapAudioModel, CLIPVisionModel, PreTrainedConfig, SiglipVisionModel
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 VISION_TOWER_CLASSES = {"clip_vision_model": CLIPVisionModel, "siglip_vision_model": SiglipVisionModel}
@@ -12,8 +12,6 @@ AUDIO_TOWER_CLASSES = {
     "whisper": WhisperEncoder,
     "audio-spectrogram-transformer": ASTModel,
 }
-# Attribute of a full (multi-tower or encoder-decoder) checkpoint's model holding the tower we keep.
-TOWER_ATTRIBUTE_IN_FULL_MODEL = {"clip": "vision_model", "siglip": "vision_model", "clap": "audio_model", "whisper": "encoder"}
 
 
 def build_tower(config: PreTrainedConfig) -> nn.Module:

@@ -107,7 +107,9 @@ class AVLlmProcessor(ProcessorMixin):
         self.video_token_id = tokenizer.convert_tokens_to_ids(video_token)
         self.audio_token_id = tokenizer.convert_tokens_to_ids(audio_token)
         self._marker_pattern = re.compile("|".join(re.escape(t) for t in (aud_vis_token, vis_token, aud_token)))
-        super().__init__(image_processor, feature_extractor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE)
+        super().__init__(
+            image_processor, feature_extractor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE
+        )
 
     # ---- modality resolution -------------------------------------------------------------------------------------
 
@@ -138,7 +140,9 @@ class AVLlmProcessor(ProcessorMixin):
                 use_audio, silent = missing_audio == "silence", missing_audio == "silence"
         if not self.has_vision:
             if not use_audio:
-                raise ValueError(f"{_describe(source)}: this model has no vision tower and the video's audio is unused")
+                raise ValueError(
+                    f"{_describe(source)}: this model has no vision tower and the video's audio is unused"
+                )
             return MediaItem("video", source, self.aud_token, use_video=False, use_audio=True, silent_audio=silent)
         marker = self.aud_vis_token if use_audio else self.vis_token
         return MediaItem("video", source, marker, use_audio=use_audio, silent_audio=silent)
@@ -224,7 +228,10 @@ class AVLlmProcessor(ProcessorMixin):
     def _encode(
         self, texts: list[str], items_per_sample: list[list[MediaItem]], return_tensors="pt", **tokenizer_kwargs
     ) -> BatchFeature:
-        expanded = [self._expand(text, items, index) for index, (text, items) in enumerate(zip(texts, items_per_sample))]
+        expanded = [
+            self._expand(text, items, index)
+            for index, (text, items) in enumerate(zip(texts, items_per_sample, strict=True))
+        ]
         tokenizer_kwargs.setdefault("padding", True)
         tokenizer_kwargs.setdefault("padding_side", "left")
         encoding = self.tokenizer(expanded, return_tensors=return_tensors, **tokenizer_kwargs)
@@ -267,7 +274,14 @@ class AVLlmProcessor(ProcessorMixin):
     # ---- public API ----------------------------------------------------------------------------------------------
 
     def __call__(
-        self, text=None, images=None, videos=None, audio=None, missing_audio: str | None = None, return_tensors="pt", **kwargs
+        self,
+        text=None,
+        images=None,
+        videos=None,
+        audio=None,
+        missing_audio: str | None = None,
+        return_tensors="pt",
+        **kwargs,
     ) -> BatchFeature:
         """
         Args:
@@ -378,7 +392,14 @@ class AVLlmProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self):
-        return ["input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "pixel_values_videos", "input_features"]
+        return [
+            "input_ids",
+            "attention_mask",
+            "mm_token_type_ids",
+            "pixel_values",
+            "pixel_values_videos",
+            "input_features",
+        ]
 
 
 def _is_file_source(source) -> bool:
