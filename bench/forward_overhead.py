@@ -1,7 +1,7 @@
 """AV forward time / (vision tower + audio tower + bare LLM forward on the same sequence length). Target <= 1.05."""
 
 import torch
-from common import av_inputs, bare_llm, bench_model, median_seconds
+from common import av_inputs, bare_llm, bench_model, best_seconds
 
 from transformers_avllm.modeling.towers_avllm import audio_token_sequence, vision_frame_features
 
@@ -16,10 +16,15 @@ def main():
     text_ids = torch.randint(3, 4000, inputs["input_ids"].shape)
 
     with torch.inference_mode():
-        av_time = median_seconds(lambda: model(**inputs))
-        vision_time = median_seconds(lambda: vision_frame_features(model.model.vision_tower, frames, -2))
-        audio_time = median_seconds(lambda: audio_token_sequence(model.model.audio_tower, segments))
-        llm_time = median_seconds(lambda: llm(input_ids=text_ids, attention_mask=inputs["attention_mask"]))
+        times = best_seconds(
+            {
+                "av": lambda: model(**inputs),
+                "vision": lambda: vision_frame_features(model.model.vision_tower, frames, -2),
+                "audio": lambda: audio_token_sequence(model.model.audio_tower, segments),
+                "llm": lambda: llm(input_ids=text_ids, attention_mask=inputs["attention_mask"]),
+            }
+        )
+    av_time, vision_time, audio_time, llm_time = times["av"], times["vision"], times["audio"], times["llm"]
     parts = vision_time + audio_time + llm_time
     print(f"sequence length {inputs['input_ids'].shape[1]}, batch {inputs['input_ids'].shape[0]}")
     print(f"AV forward      {av_time * 1000:8.1f} ms")

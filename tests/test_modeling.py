@@ -274,3 +274,18 @@ def test_left_padded_batched_generation_equals_one_by_one():
     for index, row in enumerate(rows):
         alone = model.generate(**row, max_new_tokens=5, min_new_tokens=5, do_sample=False)
         assert torch.equal(batched[index, width:], alone[0, row["input_ids"].shape[1] :]), modalities[index]
+
+
+def test_attention_implementation_passes_through_and_no_split_modules(tmp_path):
+    model = build()
+    model.save_pretrained(tmp_path)
+    batch, _ = random_rows(model.config, ["av", "text"])
+    eager = AVLlmForConditionalGeneration.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    # CLAP-HTSAT has only eager attention: choose per sub-config (a plain string applies to every tower)
+    per_tower = {"text_config": "sdpa", "vision_config": "sdpa", "audio_config": "eager"}
+    sdpa = AVLlmForConditionalGeneration.from_pretrained(tmp_path, attn_implementation=per_tower).eval()
+    assert eager.config.text_config._attn_implementation == "eager"
+    assert eager.config.vision_config._attn_implementation == "eager"
+    assert sdpa.config.text_config._attn_implementation == "sdpa"
+    torch.testing.assert_close(eager(**batch).logits, sdpa(**batch).logits, rtol=1e-4, atol=1e-5)
+    assert {"LlamaDecoderLayer", "CLIPEncoderLayer"} <= set(model._no_split_modules)
