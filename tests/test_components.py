@@ -1,5 +1,7 @@
 """from_pretrained_components: assemble a model from separately saved checkpoints (local folders, no network)."""
 
+import json
+
 import pytest
 import torch
 from media_fixtures import write_video
@@ -103,6 +105,10 @@ def test_from_pretrained_components_keeps_weights_adds_tokens_and_answers(checkp
         assert same_weights(model.model.vision_tower, full.vision_model)
     if audio == "whisper":
         assert same_weights(model.model.audio_tower, WhisperModel.from_pretrained(checkpoints["whisper"]).encoder)
+
+    model.save_pretrained(tmp_path / "saved")
+    assert "AutoModelForImageTextToText" in json.loads((tmp_path / "saved" / "config.json").read_text())["auto_map"]
+    assert model.config.base_models["llm"] == str(checkpoints["llm"])
 
     clip = write_video(tmp_path / "clip.mp4", seconds=1, fps=8, audio=("aac", 440.0))
     messages = [

@@ -33,6 +33,11 @@ AutoModel.register(AVLlmConfig, AVLlmModel, exist_ok=True)
 for _auto_class in (AutoModelForImageTextToText, AutoModelForMultimodalLM, AutoModelForCausalLM):
     _auto_class.register(AVLlmConfig, AVLlmForConditionalGeneration, exist_ok=True)
 AutoProcessor.register(AVLlmConfig, AVLlmProcessor, exist_ok=True)
+# save_pretrained copies our (flat, self-contained) code files next to the weights and writes `auto_map`.
+AVLlmConfig.register_for_auto_class()
+AVLlmForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+AVLlmModel.register_for_auto_class("AutoModel")
+AVLlmProcessor.register_for_auto_class()
 
 __all__ = [
     "AVLlmConfig",

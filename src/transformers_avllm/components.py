@@ -84,6 +84,7 @@ def from_pretrained_components(
         image_token_id=tokenizer.convert_tokens_to_ids(PLACEHOLDER_TOKENS["image_token"]),
         video_token_id=tokenizer.convert_tokens_to_ids(PLACEHOLDER_TOKENS["video_token"]),
         audio_token_id=tokenizer.convert_tokens_to_ids(PLACEHOLDER_TOKENS["audio_token"]),
+        base_models={name: path for name, path in (("vision", vision), ("audio", audio), ("llm", llm)) if path},
         **config_kwargs,
     )
     model = AVLlmForConditionalGeneration(config)

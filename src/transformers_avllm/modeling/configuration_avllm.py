@@ -54,6 +54,9 @@ class AVLlmConfig(PreTrainedConfig):
             Placeholder token ids that the processor expands and the model fills with features.
         vis_token / aud_token / aud_vis_token (`str`):
             Modality tokens of the prompt: `<VIS>`, `<AUD>`, `<AUD_VIS>`.
+        base_models (`dict[str, str]`, *optional*):
+            Checkpoints the towers and the LLM came from (`{"vision": ..., "audio": ..., "llm": ...}`), for the model
+            card; `from_pretrained_components` fills it.
         touch_absent_modalities (`bool`, defaults to `False`):
             Run a zero-weighted dummy input through a tower and its connector when no sample of the batch carries
             that modality, so every distributed rank touches the same trainable parameters (DDP, FSDP, ZeRO-3).
@@ -85,6 +88,7 @@ class AVLlmConfig(PreTrainedConfig):
     aud_token: str = "<AUD>"
     aud_vis_token: str = "<AUD_VIS>"
     touch_absent_modalities: bool = False
+    base_models: dict[str, str] | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):

@@ -18,6 +18,16 @@ from .towers_avllm import audio_segment_shape, audio_token_sequence, audio_width
 TOKEN_TYPE_IDS = {"image": 1, "video": 2, "audio": 3}
 
 
+# Every Auto class a saved AVLlm folder resolves through with `trust_remote_code=True`.
+HUB_AUTO_MAP = {
+    "AutoConfig": "configuration_avllm.AVLlmConfig",
+    "AutoModel": "modeling_avllm.AVLlmModel",
+    "AutoModelForImageTextToText": "modeling_avllm.AVLlmForConditionalGeneration",
+    "AutoModelForMultimodalLM": "modeling_avllm.AVLlmForConditionalGeneration",
+    "AutoModelForCausalLM": "modeling_avllm.AVLlmForConditionalGeneration",
+}
+
+
 class AVLlmPlaceholderMismatchError(ValueError):
     """The number of placeholder tokens in `input_ids` differs from the number of features a modality produced."""
 
@@ -61,6 +71,13 @@ class AVLlmPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saves like transformers does, with `auto_map` entries for every Auto class (`HUB_AUTO_MAP`), so that any
+        saved folder (after training, a LoRA merge or `from_pretrained_components`) loads with
+        `trust_remote_code=True` where this package is not installed."""
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **HUB_AUTO_MAP}
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
 
 class AVLlmModel(AVLlmPreTrainedModel):

@@ -1,0 +1,175 @@
+"""Export a trained model + processor as a self-contained Hub repo folder, write its model card, push it."""
+
+from pathlib import Path
+
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
+
+from .modeling import AVLlmForConditionalGeneration
+from .processing import AVLlmProcessor
+
+CODE_FILES = {
+    "configuration_avllm.py",
+    "connectors_avllm.py",
+    "towers_avllm.py",
+    "modeling_avllm.py",
+    "processing_avllm.py",
+    "media_avllm.py",
+}
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
+
+
+class ExportError(RuntimeError):
+    """The exported folder is not a faithful, self-contained Hub repo."""
+
+
+class HubAuthError(RuntimeError):
+    """No Hugging Face token is available for pushing."""
+
+
+USAGE = """```python
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+model = AutoModelForImageTextToText.from_pretrained("{repo_id}", trust_remote_code=True)
+processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
+
+# a video and its own audio track (rendered as <AUD_VIS>)
+messages = [{{"role": "user", "content": [
+    {{"type": "video", "path": "clip.mp4"}},
+    {{"type": "text", "text": "What is making the sound?"}},
+]}}]
+inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+output = model.generate(**inputs, max_new_tokens=64)
+print(processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+
+# audio only (rendered as <AUD>); a video without its audio: {{"type": "video", "path": ..., "use_audio": False}}
+messages = [{{"role": "user", "content": [
+    {{"type": "audio", "path": "sound.wav"}},
+    {{"type": "text", "text": "Describe the sound."}},
+]}}]
+```"""
+
+
+def _architecture(model: AVLlmForConditionalGeneration) -> str:
+    config = model.config
+    lines = [
+        f"- LLM: `{config.text_config.model_type}` (hidden size {config.text_config.hidden_size})",
+        f"- vision tower: `{config.vision_config.model_type}`, {config.num_frames} frames per video, connector "
+        f"`{config.connector_type}` -> {config.num_video_tokens} tokens per video, {config.num_image_tokens} per image"
+        if config.vision_config is not None
+        else "- vision tower: none (audio-only model)",
+        f"- audio tower: `{config.audio_config.model_type}`, {config.num_audio_segments} segments -> "
+        f"{config.num_audio_tokens} tokens per clip (`{config.audio_projector_type}` projector)"
+        if config.audio_config is not None
+        else "- audio tower: none (visual-only model)",
+        f"- parameters: {model.num_parameters():,}",
+    ]
+    return "\n".join(lines)
+
+
+def build_model_card(
+    model: AVLlmForConditionalGeneration,
+    repo_id: str,
+    *,
+    license: str = "apache-2.0",
+    training_stages: list[dict] | None = None,
+    datasets: list[str] | None = None,
+    eval_results: list[dict] | None = None,
+) -> ModelCard:
+    """A model card with Hub metadata (`library_name`, `pipeline_tag: any-to-any`, base models, tags, licence,
+    datasets, `model-index` from `eval_results` = `[{"task", "dataset", "metric", "value"}]`) and a usage snippet.
+
+    `training_stages`: `[{"name", "trainable", "learning_rate", "epochs", ...}]`, e.g. from the trainer state."""
+    base_models = list((model.config.base_models or {}).values())
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="any-to-any",
+        license=license,
+        base_model=base_models or None,
+        tags=["audio-visual", "video", "audio", "avllm", "trust-remote-code"],
+        datasets=datasets,
+        model_name=repo_id,
+        eval_results=[
+            EvalResult(
+                task_type=result.get("task", "video-question-answering"),
+                dataset_type=result["dataset"],
+                dataset_name=result["dataset"],
+                metric_type=result["metric"],
+                metric_value=result["value"],
+            )
+            for result in eval_results or []
+        ]
+        or None,
+    )
+    stages = "\n".join(
+        "- " + ", ".join(f"{key}: {value}" for key, value in stage.items()) for stage in training_stages or []
+    )
+    content = "\n\n".join(
+        [
+            "---\n" + card_data.to_yaml() + "\n---",
+            f"# {repo_id}",
+            "An audio-visual LLM built with [transformers-avllm](https://github.com/): it watches and listens to a "
+            "video, or hears a sound alone, and answers in text. Load it with `trust_remote_code=True`; the model, "
+            "processor and media-decoding code ship in this repository.",
+            "## Usage\n\n" + USAGE.format(repo_id=repo_id),
+            "## Architecture\n\n" + _architecture(model),
+            "## Training\n\n" + (stages or "No training information was recorded."),
+        ]
+    )
+    return ModelCard(content)
+
+
+def check_export_folder(folder: str | Path) -> None:
+    """Raises `ExportError` unless the folder holds safetensors weights, no pickle files, and no code but ours."""
+    folder = Path(folder)
+    files = {path.name for path in folder.rglob("*") if path.is_file()}
+    pickles = sorted(name for name in files if Path(name).suffix in PICKLE_SUFFIXES)
+    foreign_code = sorted(name for name in files if name.endswith(".py") and name not in CODE_FILES)
+    missing = sorted(
+        (CODE_FILES | {"config.json", "processor_config.json", "chat_template.jinja", "README.md"}) - files
+    )
+    if not any(name.endswith(".safetensors") for name in files):
+        missing.append("*.safetensors")
+    if pickles or foreign_code or missing:
+        raise ExportError(
+            f"{folder}: pickle files {pickles}, code that is not ours {foreign_code}, missing files {missing}"
+        )
+
+
+def export_pretrained(
+    model: AVLlmForConditionalGeneration,
+    processor: AVLlmProcessor,
+    output_dir: str | Path,
+    *,
+    repo_id: str | None = None,
+    **card_kwargs,
+) -> Path:
+    """Writes a Hub-ready folder: weights (safetensors), config with `auto_map`, generation config, processor files,
+    tokenizer, chat template, our remote-code files (flat) and a model card. `card_kwargs` go to `build_model_card`."""
+    output = Path(output_dir)
+    tokenizer = processor.tokenizer
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    if tokenizer.bos_token_id is not None:
+        model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.save_pretrained(output)
+    processor.save_pretrained(output)
+    build_model_card(model, repo_id or output.name, **card_kwargs).save(output / "README.md")
+    check_export_folder(output)
+    return output
+
+
+def push_to_hub(
+    folder: str | Path, repo_id: str, *, private: bool = False, token: str | None = None, commit_message: str = ""
+) -> str:
+    """Creates `repo_id` (if needed) and uploads an exported folder with huggingface_hub's API; returns the commit
+    URL."""
+    check_export_folder(folder)
+    token = token or get_token()
+    if not token:
+        raise HubAuthError("no Hugging Face token: run `hf auth login` or set HF_TOKEN, or pass token=")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    commit = api.upload_folder(
+        folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message=commit_message or "Upload AVLlm"
+    )
+    return str(commit)
