@@ -23,8 +23,17 @@ WHITE, BLACK = 235, 16
 TONE_AMPLITUDE = 0.5
 
 _VIDEO_CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".h264": "h264"}
-_AUDIO_CODEC_FOR_SUFFIX = {".wav": "pcm_s16le", ".flac": "flac", ".mp3": "libmp3lame", ".ogg": "libopus",
-                           ".opus": "libopus", ".m4a": "aac", ".aac": "aac", ".webm": "libopus", ".mka": "libopus"}
+_AUDIO_CODEC_FOR_SUFFIX = {
+    ".wav": "pcm_s16le",
+    ".flac": "flac",
+    ".mp3": "libmp3lame",
+    ".ogg": "libopus",
+    ".opus": "libopus",
+    ".m4a": "aac",
+    ".aac": "aac",
+    ".webm": "libopus",
+    ".mka": "libopus",
+}
 _AUDIO_FORMAT_FOR_SUFFIX = {".m4a": "mp4", ".opus": "ogg", ".ogg": "ogg", ".aac": "adts", ".mka": "matroska"}
 
 
@@ -77,18 +86,31 @@ def _tone_frames(stream, seconds: float, tone_hz: float, rate: int):
     if fmt == "s16p":
         wave = (wave * 32767).astype(np.int16)
     for start in range(0, wave.shape[1], 1024):
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, start:start + 1024]), format=fmt,
-                                           layout="stereo")
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(wave[:, start : start + 1024]), format=fmt, layout="stereo"
+        )
         frame.sample_rate = rate
         frame.pts = start
         frame.time_base = Fraction(1, rate)
         yield start / rate, frame
 
 
-def write_video(path, *, seconds: float, fps: float, size: tuple[int, int] = (48, 64), codec: str = "h264",
-                audio: tuple[str, float] | None = None, audio_rate: int = 48000, rotation: int | None = None,
-                vfr: bool = False, gop: int | None = None, noise: int = 0, start_index: int = 0,
-                faststart: bool = False) -> Path:
+def write_video(
+    path,
+    *,
+    seconds: float,
+    fps: float,
+    size: tuple[int, int] = (48, 64),
+    codec: str = "h264",
+    audio: tuple[str, float] | None = None,
+    audio_rate: int = 48000,
+    rotation: int | None = None,
+    vfr: bool = False,
+    gop: int | None = None,
+    noise: int = 0,
+    start_index: int = 0,
+    faststart: bool = False,
+) -> Path:
     """Write a video of index frames, size (H, W); the container follows the suffix (.mp4/.mov/.mkv/.webm/.h264).
 
     ``audio=(codec, tone_hz)`` adds a stereo sine track as long as the video. ``rotation`` (degrees counter-clockwise)

@@ -99,6 +99,15 @@ class AVLlmModel(AVLlmPreTrainedModel):
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
 
+    def train(self, mode: bool = True):
+        """Like `nn.Module.train`, except that a tower whose parameters are all frozen stays in inference mode: its
+        BatchNorm statistics (CLAP-HTSAT has one) do not drift and its dropout stays off while the rest trains."""
+        super().train(mode)
+        for tower in (self.vision_tower, self.audio_tower):
+            if mode and tower is not None and not any(p.requires_grad for p in tower.parameters()):
+                tower.eval()
+        return self
+
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 

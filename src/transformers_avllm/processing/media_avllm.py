@@ -276,7 +276,7 @@ class _VideoSampler:
         return bisect.bisect_right(self.keyframes, target) > bisect.bisect_right(self.keyframes, position)
 
     def choose_strategy(self, targets: list[float]) -> str:
-        """"seek" when the smart-seek plan decodes clearly fewer frames than one pass up to the last target."""
+        """ "seek" when the smart-seek plan decodes clearly fewer frames than one pass up to the last target."""
         rate = self.rate or 30.0
         sequential = (targets[-1] - self.start) * rate
         planned, position = 0.0, self.start
@@ -311,8 +311,7 @@ class _VideoSampler:
         back = 0.0
         while True:
             when = max(target - back, self.start)
-            self.container.seek(int(when / self.stream.time_base), stream=self.stream, backward=True,
-                                any_frame=False)
+            self.container.seek(int(when / self.stream.time_base), stream=self.stream, backward=True, any_frame=False)
             timed = self._timed(self.container.decode(self.stream), from_start=False)
             first = next(timed, None)
             if first is None or first[0] <= target + _EPS or when <= self.start:
@@ -356,8 +355,11 @@ class _VideoSampler:
             tolerance = max(3 / (self.rate or 25.0), 0.5, 0.05 * duration)
             if current is None or current[0] < targets[-1] - tolerance:
                 stop = "no frames" if current is None else f"frames stop at {current[0]:.2f} s"
-                raise MediaDecodeError(self.label, f"decoded only {len(arrays)} of {len(targets)} frames; {stop} "
-                                                   f"but the stream lasts {duration:.2f} s (file truncated?)")
+                raise MediaDecodeError(
+                    self.label,
+                    f"decoded only {len(arrays)} of {len(targets)} frames; {stop} "
+                    f"but the stream lasts {duration:.2f} s (file truncated?)",
+                )
             times += [current[0]] * missing
             arrays += [array if array is not None else self.to_rgb(current[1])] * missing
         return times, arrays
@@ -373,8 +375,12 @@ class _VideoSampler:
                 times.append(times[-1])
                 arrays.append(arrays[-1])
                 continue
-            self.container.seek(int(max(target, self.start) / self.stream.time_base), stream=self.stream,
-                                backward=True, any_frame=False)
+            self.container.seek(
+                int(max(target, self.start) / self.stream.time_base),
+                stream=self.stream,
+                backward=True,
+                any_frame=False,
+            )
             first = next(self._timed(self.container.decode(self.stream), from_start=False), None)
             if first is None:
                 break
@@ -384,8 +390,16 @@ class _VideoSampler:
         return times, arrays
 
 
-def load_video(source, num_frames: int, *, size: tuple[int, int] | None = None, keyframes_only: bool = False,
-               thread_type: str = "AUTO", timeout: float = 60.0, strategy: str = "auto") -> VideoClip:
+def load_video(
+    source,
+    num_frames: int,
+    *,
+    size: tuple[int, int] | None = None,
+    keyframes_only: bool = False,
+    thread_type: str = "AUTO",
+    timeout: float = 60.0,
+    strategy: str = "auto",
+) -> VideoClip:
     """Sample ``num_frames`` frames at the midpoints of equal segments: frames (num_frames, H, W, 3) uint8 RGB.
 
     Frame i is the first frame shown at or after ``start + (i + 0.5) * duration / num_frames`` (time based, so
@@ -426,17 +440,23 @@ def load_video(source, num_frames: int, *, size: tuple[int, int] | None = None, 
             chosen = "keyframes"
             times, arrays = sampler.decode_keyframes(targets)
             if len(arrays) < num_frames:
-                raise MediaDecodeError(label, f"found keyframes for only {len(arrays)} of {num_frames} targets; "
-                                              f"file truncated?")
+                raise MediaDecodeError(
+                    label, f"found keyframes for only {len(arrays)} of {num_frames} targets; file truncated?"
+                )
         else:
             chosen = "sequential" if packets is not None or strategy == "sequential" else strategy
             if chosen == "auto":
                 chosen = sampler.choose_strategy(targets)
             frames = _decode_packets(stream, packets) if packets is not None else None
             times, arrays = sampler.decode(targets, chosen, duration, frames)
-    return VideoClip(frames=np.stack(arrays), timestamps=[float(t) for t in times], target_timestamps=targets,
-                     duration=float(duration), fps=float(stream.average_rate) if stream.average_rate else rate,
-                     strategy=chosen)
+    return VideoClip(
+        frames=np.stack(arrays),
+        timestamps=[float(t) for t in times],
+        target_timestamps=targets,
+        duration=float(duration),
+        fps=float(stream.average_rate) if stream.average_rate else rate,
+        strategy=chosen,
+    )
 
 
 def _demux_all(container, stream, deadline) -> list:
@@ -456,13 +476,16 @@ def _decode_packets(stream, packets):
     yield from stream.decode(None)
 
 
-def load_audio(source, sampling_rate: int, *, timeout: float = 60.0, allow_missing: bool = False,
-               duration: float | None = None) -> np.ndarray:
+def load_audio(
+    source, sampling_rate: int, *, timeout: float = 60.0, allow_missing: bool = False, duration: float | None = None
+) -> np.ndarray:
     """The file's own audio track as float32 mono (num_samples,) at ``sampling_rate`` (channel mean).
 
-    Length is ``round(duration * sampling_rate)`` where ``duration`` defaults to the audio stream's duration
-    (trims AAC priming/padding). With no audio stream: MissingStreamError, or zeros of that length when
-    ``allow_missing`` (the only case that returns silence). Decoded audio much shorter than declared raises.
+    Length is ``round(duration * sampling_rate)``; ``duration`` defaults to the audio stream's own (this trims AAC
+    priming/padding; a longer requested duration zero-pads the end). Audio that decodes much shorter than the
+    stream declares (max(0.5 s, 5%)) raises MediaDecodeError, as do packets the decoder rejects. With no audio
+    stream: MissingStreamError, or with ``allow_missing`` zeros of the requested or container duration (the only
+    case that yields a silent track).
     """
     label = _describe(source)
     if not _is_positive_int(sampling_rate):
@@ -488,8 +511,11 @@ def load_audio(source, sampling_rate: int, *, timeout: float = 60.0, allow_missi
         _check_duration(label, declared)
         wave = _decode_audio(container, stream, sampling_rate, label, deadline)
     if declared is not None and len(wave) < (declared - max(0.5, 0.05 * declared)) * sampling_rate:
-        raise MediaDecodeError(label, f"decoded only {len(wave) / sampling_rate:.2f} s of audio but the stream "
-                                      f"lasts {declared:.2f} s (file truncated?)")
+        raise MediaDecodeError(
+            label,
+            f"decoded only {len(wave) / sampling_rate:.2f} s of audio but the stream "
+            f"lasts {declared:.2f} s (file truncated?)",
+        )
     wanted = duration if duration is not None else declared
     if wanted is None:
         return wave

@@ -215,27 +215,60 @@ class AVLlmProcessor(ProcessorMixin):
         text = self.video_token * self.num_video_tokens if item.use_video else ""
         return text + (self.audio_token * self.num_audio_tokens if item.use_audio else "")
 
-    def _expand(self, text: str, items: list[MediaItem], sample_index: int) -> str:
+    def _expand(
+        self, text: str, items: list[MediaItem], sample_index: int, spans: list[tuple[int, int]] = ()
+    ) -> tuple[str, list[tuple[int, int]]]:
+        """Replaces each modality token by its placeholder run; returns the text and `spans` (character ranges of
+        the original text outside modality tokens) moved to the expanded text."""
         markers = self._marker_pattern.findall(text)
         if [item.marker for item in items] != markers:
             raise ValueError(
                 f"sample {sample_index}: modality tokens {markers} in the text do not match its media items "
                 f"{[item.marker for item in items]}"
             )
-        replacements = iter(items)
-        return self._marker_pattern.sub(lambda _: self._expansion(next(replacements)), text)
+        replacements, shifts = iter(items), []  # (end of a modality token, total growth up to it)
+
+        def replace(match):
+            expansion = self._expansion(next(replacements))
+            shifts.append((match.end(), (shifts[-1][1] if shifts else 0) + len(expansion) - len(match.group())))
+            return expansion
+
+        expanded = self._marker_pattern.sub(replace, text)
+
+        def moved(position: int) -> int:
+            return position + next((growth for end, growth in reversed(shifts) if end <= position), 0)
+
+        return expanded, [(moved(start), moved(end)) for start, end in spans]
 
     def _encode(
-        self, texts: list[str], items_per_sample: list[list[MediaItem]], return_tensors="pt", **tokenizer_kwargs
+        self,
+        texts: list[str],
+        items_per_sample: list[list[MediaItem]],
+        return_tensors="pt",
+        generation_spans: list[list[tuple[int, int]]] | None = None,
+        **tokenizer_kwargs,
     ) -> BatchFeature:
-        expanded = [
-            self._expand(text, items, index)
-            for index, (text, items) in enumerate(zip(texts, items_per_sample, strict=True))
-        ]
+        spans_per_sample = generation_spans or [[] for _ in texts]
+        expanded, moved_spans = zip(
+            *(
+                self._expand(text, items, index, spans)
+                for index, (text, items, spans) in enumerate(
+                    zip(texts, items_per_sample, spans_per_sample, strict=True)
+                )
+            ),
+            strict=True,
+        )
         tokenizer_kwargs.setdefault("padding", True)
         tokenizer_kwargs.setdefault("padding_side", "left")
-        encoding = self.tokenizer(expanded, return_tensors=return_tensors, **tokenizer_kwargs)
+        encoding = self.tokenizer(
+            list(expanded),
+            return_tensors=return_tensors,
+            return_offsets_mapping=generation_spans is not None,
+            **tokenizer_kwargs,
+        )
         data = dict(encoding)
+        if generation_spans is not None:
+            data["assistant_masks"] = self._assistant_masks(data.pop("offset_mapping"), moved_spans)
         if tokenizer_kwargs.get("truncation"):
             self._check_placeholder_runs(data["input_ids"])
         flat = [item for items in items_per_sample for item in items]
@@ -253,6 +286,14 @@ class AVLlmProcessor(ProcessorMixin):
         # 0 text, 1 image, 2 video, 3 audio placeholder: which modalities each row carries.
         data["mm_token_type_ids"] = self.create_mm_token_type_ids(data["input_ids"])
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    @staticmethod
+    def _assistant_masks(offsets, spans_per_row) -> list[list[int]]:
+        """1 for the tokens whose characters lie inside an assistant span (`{% generation %}` blocks), else 0."""
+        return [
+            [int(end > start and any(s <= start and end <= e for s, e in spans)) for start, end in row_offsets]
+            for row_offsets, spans in zip(torch.as_tensor(offsets).tolist(), spans_per_row, strict=True)
+        ]
 
     def _check_placeholder_runs(self, input_ids):
         ids = torch.as_tensor(input_ids)
@@ -344,7 +385,8 @@ class AVLlmProcessor(ProcessorMixin):
                     source = next((part[key] for key in MEDIA_KEYS if part.get(key) is not None), None)
                     if source is None:
                         raise ValueError(f"a {part['type']} item needs one of {MEDIA_KEYS}: {part}")
-                    item = self._resolve_item(part["type"], source, part.get("use_audio", use_audio), missing_audio)
+                    item_use_audio = use_audio if part.get("use_audio") is None else part["use_audio"]
+                    item = self._resolve_item(part["type"], source, item_use_audio, missing_audio)
                     part["marker"] = item.marker
                     items.append(item)
                 new_content.append(part)
@@ -362,25 +404,32 @@ class AVLlmProcessor(ProcessorMixin):
         return_tensors="pt",
         use_audio: bool = True,
         missing_audio: str | None = None,
+        return_assistant_tokens_mask: bool = False,
         processor_kwargs: dict | None = None,
         **kwargs,
     ):
         """Renders chat messages (content items `{"type": "video" | "audio" | "image" | "text", "path" | "url" |
         "video" | "audio" | "image" | "text": ...}`, optional `"use_audio": False` per video) and, with
-        `tokenize=True`, decodes the media and returns model inputs (a `BatchFeature` when `return_dict=True`)."""
+        `tokenize=True`, decodes the media and returns model inputs (a `BatchFeature` when `return_dict=True`).
+        `return_assistant_tokens_mask=True` adds `assistant_masks` (1 on the assistant replies' tokens)."""
         conversations = [conversation] if isinstance(conversation[0], dict) else list(conversation)
         resolved = [self.resolve_conversation(c, use_audio, missing_audio) for c in conversations]
-        prompts, _ = render_jinja_template(
+        prompts, generation_spans = render_jinja_template(
             conversations=[messages for messages, _ in resolved],
             chat_template=chat_template or self.chat_template,
             add_generation_prompt=add_generation_prompt,
             continue_final_message=continue_final_message,
+            return_assistant_tokens_mask=return_assistant_tokens_mask,
             **{**self.tokenizer.special_tokens_map, **kwargs},
         )
         if not tokenize:
             return prompts[0] if isinstance(conversation[0], dict) else prompts
         outputs = self._encode(
-            prompts, [items for _, items in resolved], return_tensors=return_tensors, **(processor_kwargs or {})
+            prompts,
+            [items for _, items in resolved],
+            return_tensors=return_tensors,
+            generation_spans=generation_spans if return_assistant_tokens_mask else None,
+            **(processor_kwargs or {}),
         )
         return outputs if return_dict else outputs["input_ids"]
 

@@ -1,0 +1,129 @@
+"""AVLlmDataCollator: chat rows with media -> model inputs with labels on assistant replies only."""
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from ..processing import AVLlmProcessor, MediaError
+
+logger = logging.getLogger(__name__)
+IGNORE_INDEX = -100
+
+
+class BadSampleError(ValueError):
+    """A training sample could not be turned into model inputs (bad media, mismatched tokens, too long)."""
+
+    def __init__(self, sample_id, reason: str):
+        self.sample_id, self.reason = sample_id, reason
+        super().__init__(f"sample {sample_id!r}: {reason}")
+
+
+class SampleTooLongError(BadSampleError):
+    """A sample longer than `max_length` whose cut would go through a placeholder run."""
+
+
+@dataclass
+class AVLlmDataCollator:
+    """Decodes each example's media (in DataLoader workers when `dataloader_num_workers > 0`), renders it with the
+    processor's chat template and builds `labels` that train only on assistant replies: prompt, padding and every
+    placeholder token are -100. Modality is decided per example by its content items.
+
+    Args:
+        processor: the model's `AVLlmProcessor`.
+        max_length: longest sequence; longer rows are cut at the end when every placeholder run lies before the cut,
+            otherwise handled as `overflow` says.
+        overflow: `"error"` (raise `SampleTooLongError`) or `"drop"` (leave the row out, counted in the logs) for a row
+            that cannot be cut without cutting a placeholder run.
+        skip_bad_samples: leave out rows whose media cannot be decoded (counted in the logs) instead of raising.
+        use_audio: `False` trains every video as video only (`<VIS>`).
+        missing_audio: the processor's `missing_audio` policy for videos without an audio track.
+    """
+
+    processor: AVLlmProcessor
+    max_length: int | None = None
+    overflow: str = "error"
+    skip_bad_samples: bool = False
+    use_audio: bool = True
+    missing_audio: str | None = None
+
+    def __post_init__(self):
+        if self.overflow not in ("error", "drop"):
+            raise ValueError(f"overflow must be 'error' or 'drop', got {self.overflow!r}")
+        self.dropped_too_long = self.skipped_bad = 0
+        self._placeholder_ids = torch.tensor(
+            [self.processor.image_token_id, self.processor.video_token_id, self.processor.audio_token_id]
+        )
+
+    def encode(self, example: dict) -> dict[str, torch.Tensor]:
+        """One example -> unpadded tensors `(1, L)` + its media tensors. Raises `BadSampleError`."""
+        sample_id = example.get("id", "<no id>")
+        try:
+            encoded = self.processor.apply_chat_template(
+                example["messages"],
+                tokenize=True,
+                return_dict=True,
+                return_assistant_tokens_mask=True,
+                use_audio=self.use_audio,
+                missing_audio=self.missing_audio,
+                processor_kwargs={"padding": False},
+            )
+        except (MediaError, ValueError, KeyError) as err:
+            raise BadSampleError(sample_id, str(err)) from err
+        input_ids = encoded["input_ids"]
+        is_placeholder = torch.isin(input_ids, self._placeholder_ids)
+        labels = input_ids.masked_fill((encoded.pop("assistant_masks") == 0) | is_placeholder, IGNORE_INDEX)
+        if not (labels != IGNORE_INDEX).any():
+            raise BadSampleError(sample_id, "no assistant reply to train on")
+        encoded["labels"] = labels
+        if self.max_length is not None and input_ids.shape[1] > self.max_length:
+            last_placeholder = int(is_placeholder[0].nonzero().max()) if is_placeholder.any() else -1
+            if last_placeholder >= self.max_length:
+                raise SampleTooLongError(
+                    sample_id,
+                    f"{input_ids.shape[1]} tokens; cutting at max_length={self.max_length} would cut a placeholder "
+                    f"run ending at {last_placeholder}",
+                )
+            for key in ("input_ids", "attention_mask", "mm_token_type_ids", "labels"):
+                encoded[key] = encoded[key][:, : self.max_length]
+        return dict(encoded)
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        rows = []
+        for example in examples:
+            try:
+                rows.append(self.encode(example))
+            except BadSampleError as err:
+                too_long = isinstance(err, SampleTooLongError)
+                if too_long and self.overflow == "drop":
+                    self.dropped_too_long += 1
+                    logger.warning("dropped %s (%d dropped as too long so far)", err, self.dropped_too_long)
+                elif not too_long and self.skip_bad_samples:
+                    self.skipped_bad += 1
+                    logger.warning("skipped %s (%d bad samples skipped so far)", err, self.skipped_bad)
+                else:
+                    raise
+        if not rows:
+            raise BadSampleError([example.get("id") for example in examples], "every sample of the batch was left out")
+        return self.pad(rows)
+
+    def pad(self, rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Right-pads the text tensors and concatenates the media tensors in row order."""
+        width = max(row["input_ids"].shape[1] for row in rows)
+        pad_values = {
+            "input_ids": self.processor.tokenizer.pad_token_id,
+            "attention_mask": 0,
+            "mm_token_type_ids": 0,
+            "labels": IGNORE_INDEX,
+        }
+        batch = {
+            key: torch.cat(
+                [torch.nn.functional.pad(row[key], (0, width - row[key].shape[1]), value=value) for row in rows]
+            )
+            for key, value in pad_values.items()
+        }
+        for key in ("pixel_values", "pixel_values_videos", "input_features"):
+            tensors = [row[key] for row in rows if key in row]
+            if tensors:
+                batch[key] = torch.cat(tensors)
+        return batch

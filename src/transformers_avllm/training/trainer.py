@@ -1,0 +1,76 @@
+"""AVLlmSFTTrainer: TRL's SFTTrainer with the settings an audio-visual collator needs and per-modality losses."""
+
+import torch
+from trl import SFTConfig, SFTTrainer
+
+from ..processing import AVLlmProcessor
+from .collator import AVLlmDataCollator
+
+# Row modality from its placeholder types (mm_token_type_ids: 1 image, 2 video, 3 audio).
+MODALITY_NAMES = ("text", "visual", "audio", "audio_visual")
+
+
+def row_modalities(mm_token_type_ids: torch.Tensor) -> torch.Tensor:
+    """`(batch,)` index into `MODALITY_NAMES`: bit 0 visual (image or video placeholders), bit 1 audio."""
+    visual = ((mm_token_type_ids == 1) | (mm_token_type_ids == 2)).any(dim=1).long()
+    audio = (mm_token_type_ids == 3).any(dim=1).long()
+    return visual + 2 * audio
+
+
+class AVLlmSFTTrainer(SFTTrainer):
+    """`SFTTrainer` for AVLlm models.
+
+    Sets what the multimodal collator needs (`skip_prepare_dataset`, `remove_unused_columns=False`, truncation to
+    `args.max_length` in the collator instead of the dataset preparation), builds an `AVLlmDataCollator` when none is
+    given, turns on the zero-weighted pass through absent branches when training runs on several processes (so ranks
+    whose batch lacks a modality do not hang), and logs the loss per modality (`loss_visual`, `loss_audio`,
+    `loss_audio_visual`, `loss_text`) beside the total.
+    """
+
+    def __init__(
+        self,
+        model,
+        args: SFTConfig,
+        processing_class: AVLlmProcessor,
+        data_collator=None,
+        touch_absent_modalities: bool = True,
+        **kwargs,
+    ):
+        args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+        args.remove_unused_columns = False
+        if data_collator is None:
+            data_collator = AVLlmDataCollator(processing_class, max_length=args.max_length)
+        args.max_length = None
+        if touch_absent_modalities and args.world_size > 1:
+            model.config.touch_absent_modalities = True
+        super().__init__(
+            model=model, args=args, processing_class=processing_class, data_collator=data_collator, **kwargs
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # SFTTrainer calls the model once with its fused LM head, whose per-token log-probabilities are all that the
+        # per-modality losses need: capture that output instead of paying for another forward.
+        captured = []
+        handle = model.register_forward_hook(lambda _module, _args, output: captured.append(output))
+        try:
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            handle.remove()
+        fused = next((output for output in captured if getattr(output, "label_mask", None) is not None), None)
+        if fused is not None and "mm_token_type_ids" in inputs:
+            self._log_modality_losses(inputs["mm_token_type_ids"], fused)
+        return result
+
+    @torch.no_grad()
+    def _log_modality_losses(self, mm_token_type_ids: torch.Tensor, outputs) -> None:
+        """Token-averaged loss of the rows of each modality, summed over all ranks."""
+        token_losses = -(outputs.log_probs.detach().float() * outputs.label_mask).sum(dim=1)
+        token_counts = outputs.label_mask.sum(dim=1).float()
+        modality = row_modalities(mm_token_type_ids).to(token_losses.device)
+        sums = torch.zeros(len(MODALITY_NAMES), device=token_losses.device).index_add_(0, modality, token_losses)
+        counts = torch.zeros(len(MODALITY_NAMES), device=token_losses.device).index_add_(0, modality, token_counts)
+        sums, counts = self.accelerator.reduce(torch.stack([sums, counts]), reduction="sum")
+        mode = "train" if self.model.training else "eval"
+        for index, name in enumerate(MODALITY_NAMES):
+            if counts[index] > 0:
+                self._metrics[mode][f"loss_{name}"].append((sums[index] / counts[index]).item())
