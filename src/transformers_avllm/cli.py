@@ -26,6 +26,12 @@ def _push(args):
     print(push_to_hub(args.folder, args.repo_id, private=args.private))
 
 
+def _train(args, extra: list[str]):
+    from .training.train import train
+
+    train(extra)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="avllm", description="Audio-visual LLMs, Transformers-native.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -51,8 +57,20 @@ def main(argv: list[str] | None = None) -> None:
     push.add_argument("--private", action="store_true")
     push.set_defaults(run=_push)
 
-    args = parser.parse_args(argv)
-    args.run(args)
+    train = commands.add_parser(
+        "train",
+        add_help=False,
+        help="train with SFTTrainer from a TRL-style recipe: --config recipe.yaml [--key value]",
+    )
+    train.set_defaults(run=_train)
+
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "train":
+        args.run(args, extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    else:
+        args.run(args)
 
 
 if __name__ == "__main__":
