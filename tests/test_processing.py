@@ -199,3 +199,15 @@ def test_save_and_load_round_trip(tmp_path, media):
     actual = reloaded.apply_chat_template(messages, tokenize=True, return_dict=True)
     for key in expected:
         torch.testing.assert_close(actual[key], expected[key])
+
+
+def test_frame_timestamps_are_returned_on_request(media):
+    config, processor = make()
+    messages = user({"type": "video", "path": str(media["av"])}, text("what ?"))
+    inputs = processor.apply_chat_template(
+        messages, tokenize=True, return_dict=True, processor_kwargs={"return_video_metadata": True}
+    )
+    (timestamps,) = inputs.pop("video_timestamps")
+    # 2 s clip, 4 frames at segment midpoints 0.25, 0.75, 1.25, 1.75 s (10 fps: the first frame at or after each)
+    assert timestamps == pytest.approx([0.3, 0.8, 1.3, 1.8], abs=0.051)
+    assert "video_timestamps" not in processor.apply_chat_template(messages, tokenize=True, return_dict=True)

@@ -160,16 +160,18 @@ class AVLlmProcessor(ProcessorMixin):
 
     # ---- decoding ------------------------------------------------------------------------------------------------
 
-    def _frames(self, item: MediaItem) -> np.ndarray:
-        """`(num_frames, H, W, 3)` uint8 frames of a video item."""
+    def _frames(self, item: MediaItem) -> tuple[np.ndarray, list[float] | None]:
+        """`(num_frames, H, W, 3)` uint8 frames of a video item and their timestamps in seconds (`None` for frames
+        given already decoded)."""
         if _is_file_source(item.source):
-            return load_video(item.source, self.num_frames).frames
+            clip = load_video(item.source, self.num_frames)
+            return clip.frames, clip.timestamps
         frames = item.source.numpy() if isinstance(item.source, torch.Tensor) else np.asarray(item.source)
         if frames.ndim != 4 or 3 not in (frames.shape[1], frames.shape[-1]):
             raise ValueError(f"decoded video must be (T, H, W, 3) or (T, 3, H, W), got shape {frames.shape}")
         if frames.shape[-1] != 3:
             frames = frames.transpose(0, 2, 3, 1)
-        return frames[sample_frame_indices(len(frames), self.num_frames)]
+        return frames[sample_frame_indices(len(frames), self.num_frames)], None
 
     def _waveform(self, item: MediaItem) -> np.ndarray:
         """Mono float32 waveform at the feature extractor's rate."""
@@ -246,6 +248,7 @@ class AVLlmProcessor(ProcessorMixin):
         items_per_sample: list[list[MediaItem]],
         return_tensors="pt",
         generation_spans: list[list[tuple[int, int]]] | None = None,
+        return_video_metadata: bool = False,
         **tokenizer_kwargs,
     ) -> BatchFeature:
         spans_per_sample = generation_spans or [[] for _ in texts]
@@ -272,7 +275,8 @@ class AVLlmProcessor(ProcessorMixin):
         if tokenizer_kwargs.get("truncation"):
             self._check_placeholder_runs(data["input_ids"])
         flat = [item for items in items_per_sample for item in items]
-        videos = [self._frames(item) for item in flat if item.kind == "video" and item.use_video]
+        decoded_videos = [self._frames(item) for item in flat if item.kind == "video" and item.use_video]
+        videos = [frames for frames, _ in decoded_videos]
         images = [self._load_image(item) for item in flat if item.kind == "image"]
         audios = [self._waveform(item) for item in flat if item.use_audio]
         if videos:
@@ -285,7 +289,10 @@ class AVLlmProcessor(ProcessorMixin):
             data["input_features"] = self._audio_features(audios)
         # 0 text, 1 image, 2 video, 3 audio placeholder: which modalities each row carries.
         data["mm_token_type_ids"] = self.create_mm_token_type_ids(data["input_ids"])
-        return BatchFeature(data=data, tensor_type=return_tensors)
+        batch = BatchFeature(data=data, tensor_type=return_tensors)
+        if return_video_metadata:  # a list per video (not a tensor): pop it before calling the model
+            batch["video_timestamps"] = [timestamps for _, timestamps in decoded_videos]
+        return batch
 
     @staticmethod
     def _assistant_masks(offsets, spans_per_row) -> list[list[int]]:
@@ -333,6 +340,8 @@ class AVLlmProcessor(ProcessorMixin):
                 decoded arrays (`(T, H, W, 3)` frames, `(num_samples,)` waveforms at the extractor's rate, or
                 `{"array", "sampling_rate"}`).
             missing_audio: `"error"` (default) or `"silence"` for an `<AUD_VIS>` video whose file has no audio track.
+            kwargs: tokenizer arguments (`padding_side`, `truncation`, `max_length`, ...), and
+                `return_video_metadata=True` to add `video_timestamps`: per video, the seconds of its sampled frames.
         Returns:
             `BatchFeature` with `input_ids`, `attention_mask`, `mm_token_type_ids` and, when present,
             `pixel_values_videos (num_videos, T, 3, H, W)`, `pixel_values (num_images, 3, H, W)`,
