@@ -9,6 +9,28 @@ def _quickstart(args):
     run_quickstart(args.output_dir, args.max_new_tokens)
 
 
+def _demo(args):
+    from .demo import DemoBudget, run_ablation, run_demo
+
+    budget = (
+        DemoBudget() if not args.quick else DemoBudget(num_train=64, num_test=24, stage1_steps=10, stage2_steps=450)
+    )
+    for name in ("num_train", "num_test", "stage1_steps", "stage2_steps", "batch_size", "workers"):
+        if getattr(args, name) is not None:
+            setattr(budget, name, getattr(args, name))
+    if args.ablation:
+        run_ablation(args.output_dir, budget)
+    else:
+        run_demo(args.output_dir, budget)
+
+
+def _synth(args):
+    from .data.synth import synthesize
+
+    for split, path in synthesize(args.output_dir, args.num_train, args.num_test, args.seed).items():
+        print(f"{split}: {path}")
+
+
 def _export(args):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -24,6 +46,47 @@ def _push(args):
     from .export import push_to_hub
 
     print(push_to_hub(args.folder, args.repo_id, private=args.private))
+
+
+def _eval(args):
+    import json
+    from pathlib import Path
+
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from .evaluation import build_judge, evaluate, format_report
+    from .evaluation.runner import distributed_state
+
+    state = distributed_state()
+    model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=args.dtype).to(state.device)
+    processor = AutoProcessor.from_pretrained(args.model)
+    output = Path(args.output or f"eval/{args.task}.jsonl")
+    judge = build_judge(
+        endpoint=args.judge_endpoint,
+        model=args.judge_model,
+        local=args.judge_local,
+        cache_path=args.judge_cache or output.with_name("judge_cache.jsonl"),
+        api_key_env=args.judge_api_key_env,
+    )
+    report = evaluate(
+        model,
+        processor,
+        args.task,
+        args.data,
+        media_root=args.media_root,
+        output=output,
+        judge=judge,
+        batch_size=args.batch_size,
+        grounding=args.grounding,
+        limit=args.limit,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
+    if report is not None:
+        print(format_report(report))
+        print(f"report: {output.with_suffix('.report.json')}")
+        if args.print_json:
+            print(json.dumps(report, indent=2))
 
 
 def _train(args, extra: list[str]):
@@ -43,6 +106,24 @@ def main(argv: list[str] | None = None) -> None:
     quickstart.add_argument("--max-new-tokens", type=int, default=8)
     quickstart.set_defaults(run=_quickstart)
 
+    demo = commands.add_parser(
+        "demo", help="train a tiny AV-LLM on a synthetic task, check it listens and watches, export and chat"
+    )
+    demo.add_argument("--output-dir", default="outputs/demo")
+    demo.add_argument("--quick", action="store_true", help="a reduced budget (about a minute)")
+    demo.add_argument("--ablation", action="store_true", help="MAT vs PT1 vs PT2 at equal budget (AV-LLM Table 4)")
+    for name in ("num-train", "num-test", "stage1-steps", "stage2-steps", "batch-size", "workers"):
+        demo.add_argument(f"--{name}", type=int)
+    demo.set_defaults(run=_demo)
+
+    data = commands.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    synth = data.add_parser("synth", help="write the synthetic audio-visual dataset (clips + train/test jsonl)")
+    synth.add_argument("--output-dir", default="outputs/synth")
+    synth.add_argument("--num-train", type=int, default=192)
+    synth.add_argument("--num-test", type=int, default=48)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(run=_synth)
+
     export = commands.add_parser("export", help="write a self-contained Hub repo folder from a saved model")
     export.add_argument("--model", required=True, help="folder (or hub id) of a saved AVLlm model")
     export.add_argument("--processor", help="folder of its processor (default: the model folder)")
@@ -56,6 +137,30 @@ def main(argv: list[str] | None = None) -> None:
     push.add_argument("--repo-id", required=True)
     push.add_argument("--private", action="store_true")
     push.set_defaults(run=_push)
+
+    from .evaluation.tasks import TASKS
+
+    evaluation = commands.add_parser(
+        "eval", help="evaluate on a benchmark from local files (resumable; `accelerate launch` for data parallel)"
+    )
+    evaluation.add_argument("--model", required=True, help="folder (or hub id) of a saved AVLlm model")
+    evaluation.add_argument("--task", required=True, choices=sorted(TASKS))
+    evaluation.add_argument("--data", required=True, help="the benchmark's annotation file (see docs/evaluation.md)")
+    evaluation.add_argument("--media-root", help="folder of the videos / audio (default: the annotation's folder)")
+    evaluation.add_argument("--output", help="results jsonl, resumed when it exists (default: eval/<task>.jsonl)")
+    evaluation.add_argument("--judge-endpoint", help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
+    evaluation.add_argument("--judge-model", help="judge model name at the endpoint, e.g. gpt-3.5-turbo")
+    evaluation.add_argument("--judge-local", help="folder (or hub id) of a local text-generation judge model")
+    evaluation.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="env var holding the API key")
+    evaluation.add_argument("--judge-cache", help="judgement cache jsonl (default: judge_cache.jsonl beside output)")
+    evaluation.add_argument("--batch-size", type=int, default=8)
+    evaluation.add_argument("--grounding", action="store_true", help="also answer with audio muted / frames blanked")
+    evaluation.add_argument("--limit", type=int, help="evaluate only the first N samples")
+    evaluation.add_argument("--max-new-tokens", type=int, help="override the task's default")
+    evaluation.add_argument("--dtype", default="auto", help="model dtype: auto, bfloat16, float32, ...")
+    evaluation.add_argument("--seed", type=int, default=0)
+    evaluation.add_argument("--print-json", action="store_true", help="also print the full report as json")
+    evaluation.set_defaults(run=_eval)
 
     train = commands.add_parser(
         "train",
