@@ -36,8 +36,8 @@ def test_reduced_demo_completes_and_beats_chance(tmp_path):
     assert accuracy["normal"]["visual"] >= CHANCE["visual"] + 0.4
     assert accuracy["normal"]["audio"] >= CHANCE["audio"] + 0.3
     # it watches and it listens: blank the frames and the colours go, mute the sound and the pitches go
-    assert accuracy["blanked"]["visual"] <= CHANCE["visual"] + 0.2
-    assert accuracy["muted"]["audio"] <= CHANCE["audio"] + 0.2
+    assert accuracy["blanked"]["visual"] <= max(CHANCE["visual"], report["majority"]["visual"]) + 0.15
+    assert accuracy["muted"]["audio"] <= max(CHANCE["audio"], report["majority"]["audio"]) + 0.15
     assert (tmp_path / "report.png").stat().st_size > 10_000
     check_export_folder(report["hub_folder"])
     assert ModelCard.load(f"{report['hub_folder']}/README.md").data.pipeline_tag == "any-to-any"

@@ -144,6 +144,15 @@ def answer(model, processor, rows: list[dict], batch_size: int = 32, desc: str =
     return answers
 
 
+def majority_rate(rows: list[dict]) -> dict[str, float]:
+    """Per kind, the share of the test set's most frequent answer: what a model ignoring its input can reach."""
+    rates = {}
+    for kind in KINDS:
+        answers = [row["answer"] for row in rows if row["kind"] == kind]
+        rates[kind] = max(answers.count(value) for value in set(answers)) / len(answers)
+    return rates
+
+
 def accuracy_by_kind(rows: list[dict], answers: list[str]) -> dict[str, float]:
     return {
         kind: sum(a == row["answer"] for row, a in zip(rows, answers, strict=True) if row["kind"] == kind)
@@ -243,6 +252,7 @@ def run_demo(output_dir: str = "outputs/demo", budget: DemoBudget | None = None,
     report = {
         "accuracy": accuracy,
         "chance": CHANCE,
+        "majority": majority_rate(test_rows),
         "loss_curves": curves,
         "example": {
             "question": QUESTIONS[example["kind"]],
@@ -274,7 +284,8 @@ def _print_report(report: dict) -> None:
     print("\nheld-out accuracy      " + "  ".join(f"{kind:>13}" for kind in KINDS))
     for condition in CONDITIONS:
         print(f"{condition:<22} " + "  ".join(f"{accuracy[condition][kind]:13.1%}" for kind in KINDS))
-    print(f"{'chance':<22} " + "  ".join(f"{CHANCE[kind]:13.1%}" for kind in KINDS))
+    print(f"{'chance (uniform)':<22} " + "  ".join(f"{CHANCE[kind]:13.1%}" for kind in KINDS))
+    print(f"{'majority answer':<22} " + "  ".join(f"{report['majority'][kind]:13.1%}" for kind in KINDS))
     example = report["example"]
     print(f"\nexported to {report['hub_folder']}; reloaded with trust_remote_code=True")
     print(f"Q: {example['question']}  ({example['clip']})")
