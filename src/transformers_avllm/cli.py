@@ -89,6 +89,57 @@ def _eval(args):
             print(json.dumps(report, indent=2))
 
 
+def _curate(args):
+    from .curation import (
+        AudioTagger,
+        FrameCaptioner,
+        Perception,
+        SpeechTranscriber,
+        curate,
+        format_summary,
+        push_dataset,
+    )
+    from .curation.context import read_labels
+    from .llm_client import build_backend
+
+    if not args.llm_endpoint and not args.llm:
+        raise SystemExit("avllm curate needs an LLM: --llm-endpoint URL --llm-model NAME, or --llm LOCAL_MODEL")
+    generation = {"temperature": args.temperature}
+    generation["max_tokens" if args.llm_endpoint else "max_new_tokens"] = args.max_tokens
+    backend = build_backend(args.llm_endpoint, args.llm_model, args.llm, args.api_key_env, **generation)
+
+    def perception():
+        return Perception(
+            FrameCaptioner(args.captioner, args.caption_prompt, device=args.device)
+            if args.captioner != "none"
+            else None,
+            AudioTagger(
+                args.audio_tagger, read_labels(args.audio_labels) if args.audio_labels else None, device=args.device
+            )
+            if args.audio_tagger != "none"
+            else None,
+            SpeechTranscriber(args.asr, device=args.device) if args.asr else None,
+        )
+
+    summary = curate(
+        args.videos,
+        args.out,
+        backend,
+        perception,
+        mix=args.mix,
+        num_samples=args.num_samples,
+        templates_dir=args.templates,
+        num_frames=args.num_frames,
+        num_audio_segments=args.num_audio_segments,
+        workers=args.workers,
+        requests_per_minute=args.requests_per_minute,
+        seed=args.seed,
+    )
+    print(format_summary(summary))
+    if args.push_to_hub:
+        print(push_dataset(args.out, args.push_to_hub, private=args.private))
+
+
 def _train(args, extra: list[str]):
     from .training.train import train
 
@@ -161,6 +212,37 @@ def main(argv: list[str] | None = None) -> None:
     evaluation.add_argument("--seed", type=int, default=0)
     evaluation.add_argument("--print-json", action="store_true", help="also print the full report as json")
     evaluation.set_defaults(run=_eval)
+
+    from .curation.context import DEFAULT_AUDIO_TAGGER, DEFAULT_CAPTIONER
+
+    curation = commands.add_parser(
+        "curate", help="make instruction data from your videos / audio with captioners and an LLM (AV-LLM pipeline)"
+    )
+    curation.add_argument("--videos", required=True, help="folder of video and audio files (searched recursively)")
+    curation.add_argument("--out", required=True, help="output folder (train.jsonl ...); an existing one is resumed")
+    curation.add_argument("--llm-endpoint", help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
+    curation.add_argument("--llm-model", help="model name at the endpoint, e.g. gpt-4o")
+    curation.add_argument("--llm", help="folder (or hub id) of a local transformers text-generation model instead")
+    curation.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var holding the endpoint's API key")
+    curation.add_argument("--max-tokens", type=int, default=1024, help="longest LLM reply")
+    curation.add_argument("--temperature", type=float, default=0.7)
+    curation.add_argument("--captioner", default=DEFAULT_CAPTIONER, help="image-text-to-text model, or none")
+    curation.add_argument("--caption-prompt", help="prompt (chat models) or caption prefix (BLIP: 'a picture of')")
+    curation.add_argument("--audio-tagger", default=DEFAULT_AUDIO_TAGGER, help="CLAP or audio classifier, or none")
+    curation.add_argument("--audio-labels", help="candidate labels file for CLAP, one per line (default: shipped)")
+    curation.add_argument("--asr", help="speech-recognition model for what is said, e.g. openai/whisper-small")
+    curation.add_argument("--templates", help="folder of prompt templates (default: the shipped ones)")
+    curation.add_argument("--mix", help="task/sample_type=weight,... or a YAML/JSON file (default: AV-LLM Table 10)")
+    curation.add_argument("--num-samples", type=int, help="samples to make (default: one per media file)")
+    curation.add_argument("--num-frames", type=int, default=8, help="frames captioned per video")
+    curation.add_argument("--num-audio-segments", type=int, default=4, help="audio segments tagged per file")
+    curation.add_argument("--workers", type=int, default=4, help="concurrent LLM requests")
+    curation.add_argument("--requests-per-minute", type=float, help="LLM rate limit")
+    curation.add_argument("--device", help="device of the perception models, e.g. cuda:0")
+    curation.add_argument("--seed", type=int, default=0)
+    curation.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the dataset to this Hub dataset repo")
+    curation.add_argument("--private", action="store_true")
+    curation.set_defaults(run=_curate)
 
     train = commands.add_parser(
         "train",
