@@ -21,10 +21,12 @@ import argparse
 import hashlib
 import json
 import math
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from accelerate import PartialState
 from datasets import Dataset
 from media_fixtures import write_video
 from torch.utils.data import SequentialSampler
@@ -108,10 +110,15 @@ def main():
     parser.add_argument("output_dir", type=Path)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--stage", default="sft", help="towers frozen: their unused top layers never get gradients")
-    parser.add_argument("--no-touch", action="store_true", help="turn the zero-weighted pass through absent branches off")
+    parser.add_argument(
+        "--no-touch", action="store_true", help="turn the zero-weighted pass through absent branches off"
+    )
     parser.add_argument("--ddp-timeout", type=int, default=120, help="seconds before a stuck gloo collective fails")
     cli = parser.parse_args()
 
+    # The gloo process group, with our timeout: transformers hands `ddp_timeout` to the process group only on
+    # accelerators, so on CPU a stuck collective would wait torch's default 30 minutes. The trainer reuses it.
+    PartialState(cpu=True, backend="gloo", timeout=timedelta(seconds=cli.ddp_timeout))
     args = SFTConfig(
         output_dir=str(cli.output_dir / "trainer"),
         per_device_train_batch_size=PER_DEVICE_BATCH,
@@ -130,7 +137,7 @@ def main():
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    rank, world_size = args.process_index, args.world_size  # sets up the gloo process group
+    rank, world_size = args.process_index, args.world_size
     clip_dir = cli.output_dir / "clips"
     clips = [clip_dir / f"clip{index}.mp4" for index in range(NUM_CLIPS)]
     if rank == 0:
@@ -178,7 +185,9 @@ def main():
         "final_loss": trainer.step_losses[-1] if trainer.step_losses else math.nan,
         "train_loss": output.training_loss,
         "global_step": trainer.state.global_step,
-        "checksums": {name: {"initial": initial[name], "final": checksum(module)} for name, module in projectors.items()},
+        "checksums": {
+            name: {"initial": initial[name], "final": checksum(module)} for name, module in projectors.items()
+        },
     }
     (cli.output_dir / f"rank{rank}.json").write_text(json.dumps(report, indent=1))
     if dist.is_initialized():

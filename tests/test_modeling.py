@@ -193,6 +193,20 @@ def test_touch_absent_modalities_reaches_every_trainable_parameter():
     torch.testing.assert_close(model_on(**batch).logits, model_off(**batch).logits)
 
 
+@pytest.mark.parametrize("rows", [["video", "audio"], ["audio"], ["video"], ["text"], ["image", "av"]])
+def test_towers_run_in_the_same_order_whatever_the_batch_carries(rows):
+    """With the zero-weighted pass on, every training batch runs the vision tower, then the audio tower (ZeRO-3 ranks
+    gather parameters in the order modules run)."""
+    model = build(touch_absent_modalities=True).train()
+    calls = []
+    for name in ("vision_tower", "audio_tower"):
+        getattr(model.model, name).register_forward_hook(lambda *_, name=name: calls.append(name))
+    batch, _ = random_rows(model.config, rows)
+    model(**batch)
+    expected = ["vision_tower", "vision_tower", "audio_tower"] if "image" in rows else ["vision_tower", "audio_tower"]
+    assert calls == expected
+
+
 def test_placeholder_count_mismatch_is_a_clear_error():
     model = build()
     batch, _ = random_rows(model.config, ["video"])

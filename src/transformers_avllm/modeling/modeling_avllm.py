@@ -188,20 +188,20 @@ class AVLlmModel(AVLlmPreTrainedModel):
             )
         return mask.unsqueeze(-1)
 
-    def _touch_absent_branches(self, inputs_embeds: torch.Tensor, vision_used: bool, audio_used: bool) -> torch.Tensor:
-        """Adds a zero-weighted pass through every tower + connector this batch did not use, so all distributed ranks
-        run the same modules and reduce the same trainable parameters."""
-        touched = inputs_embeds
+    def _touch_absent_branch(self, inputs_embeds: torch.Tensor, modality: str) -> torch.Tensor:
+        """Adds a zero-weighted pass of a dummy input through the `"vision"` or `"audio"` tower and its connector,
+        for a batch without that modality, so that all distributed ranks run the same modules and reduce the same
+        trainable parameters. A one-tower model's absent tower is left alone."""
         device, dtype = inputs_embeds.device, inputs_embeds.dtype
-        if self.vision_tower is not None and not vision_used:
+        if modality == "vision" and self.vision_tower is not None:
             size = self.config.vision_config.image_size
             dummy = torch.zeros(1, 3, size, size, device=device, dtype=self.vision_tower.dtype)
-            touched = touched + 0.0 * self.get_image_features(dummy).pooler_output.sum().to(dtype)
-        if self.audio_tower is not None and not audio_used:
+            return inputs_embeds + 0.0 * self.get_image_features(dummy).pooler_output.sum().to(dtype)
+        if modality == "audio" and self.audio_tower is not None:
             shape = (1, 1, *audio_segment_shape(self.config.audio_config))
             dummy = torch.zeros(shape, device=device, dtype=self.audio_tower.dtype)
-            touched = touched + 0.0 * self.get_audio_features(dummy).pooler_output.sum().to(dtype)
-        return touched
+            return inputs_embeds + 0.0 * self.get_audio_features(dummy).pooler_output.sum().to(dtype)
+        return inputs_embeds
 
     def _merge(
         self, input_ids, inputs_embeds, modality: str, features: torch.Tensor, mm_token_type_ids
@@ -238,6 +238,10 @@ class AVLlmModel(AVLlmPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
+        # Towers run in a fixed order (vision, then audio), real or zero-weighted dummy passes alike, so that ranks
+        # whose batches carry different modalities still call the same modules in the same order (ZeRO-3 gathers
+        # parameters module by module as they run).
+        touch_absent = self.config.touch_absent_modalities and self.training
         image_features = video_features = audio_features = None
         if pixel_values is not None:
             image_features = self.get_image_features(pixel_values).pooler_output
@@ -245,12 +249,13 @@ class AVLlmModel(AVLlmPreTrainedModel):
         if pixel_values_videos is not None:
             video_features = self.get_video_features(pixel_values_videos).pooler_output
             inputs_embeds = self._merge(input_ids, inputs_embeds, "video", video_features, mm_token_type_ids)
+        if touch_absent and image_features is None and video_features is None:
+            inputs_embeds = self._touch_absent_branch(inputs_embeds, "vision")
         if input_features is not None:
             audio_features = self.get_audio_features(input_features).pooler_output
             inputs_embeds = self._merge(input_ids, inputs_embeds, "audio", audio_features, mm_token_type_ids)
-        if self.config.touch_absent_modalities and self.training:
-            vision_used = image_features is not None or video_features is not None
-            inputs_embeds = self._touch_absent_branches(inputs_embeds, vision_used, audio_features is not None)
+        elif touch_absent:
+            inputs_embeds = self._touch_absent_branch(inputs_embeds, "audio")
 
         outputs = self.language_model(
             attention_mask=attention_mask,
