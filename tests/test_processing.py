@@ -1,5 +1,9 @@
 """AVLlmProcessor: chat template, modality tokens, placeholder expansion, batches, save/load, model end to end."""
 
+import functools
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +11,7 @@ from media_fixtures import write_audio, write_video
 from PIL import Image
 from transformers import AutoProcessor
 
-from transformers_avllm import AVLlmForConditionalGeneration, AVLlmProcessor, MissingStreamError
+from transformers_avllm import AVLlmForConditionalGeneration, AVLlmProcessor, MediaNotFoundError, MissingStreamError
 from transformers_avllm.modeling.towers_avllm import audio_segment_shape
 from transformers_avllm.tiny import build_processor, build_tokenizer, tiny_config
 
@@ -162,6 +166,45 @@ def test_decoded_arrays_are_accepted(media):
     assert inputs["input_features"].shape[:2] == (1, config.num_audio_segments)
     with pytest.raises(MissingStreamError, match="decoded frames carry no audio"):
         processor(text="<AUD_VIS> what ?", videos=[frames])
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_url_sources_match_local_files(media):
+    """A video and an audio file served over HTTP on loopback give the same inputs as the files themselves."""
+    folder = media["av"].parent
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    _, processor = make()
+    try:
+        by_url = processor.apply_chat_template(
+            user(
+                {"type": "video", "url": f"{base}/av.mp4"},
+                {"type": "audio", "url": f"{base}/tone.wav"},
+                text("what ?"),
+            ),
+            tokenize=True,
+            return_dict=True,
+        )
+        with pytest.raises(MediaNotFoundError, match="missing.mp4"):
+            processor.apply_chat_template(user({"type": "video", "url": f"{base}/missing.mp4"}), tokenize=True)
+    finally:
+        server.shutdown()
+        server.server_close()
+    by_path = processor.apply_chat_template(
+        user(
+            {"type": "video", "path": str(media["av"])}, {"type": "audio", "path": str(media["audio"])}, text("what ?")
+        ),
+        tokenize=True,
+        return_dict=True,
+    )
+    assert by_url.keys() == by_path.keys()
+    for key in by_path:
+        torch.testing.assert_close(by_url[key], by_path[key])
 
 
 def test_multi_turn_template_marks_assistant_turns(media):
