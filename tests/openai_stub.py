@@ -18,9 +18,9 @@ Endpoints: `POST /v1/chat/completions` (the OpenAI response shape: `choices[0].m
 handler that answers with `a`, then `b`, ... (the last one repeated), per key (default: one sequence for all
 requests; `key=lambda request: ...` for one per prompt). `stub.handler` may be replaced while the server runs.
 
-As a pytest fixture: `pytest_plugins = ["openai_stub"]` in a test module, then ask for `openai_stub` (a started stub
-answering `default_reply`; set `openai_stub.handler` to script it). The server is shut down and its socket closed on
-exit.
+As a pytest fixture: `from openai_stub import openai_stub_fixture  # noqa: F401` in a test module (or
+`pytest_plugins = ["openai_stub"]`), then ask for `openai_stub`: a started stub answering `DEFAULT_REPLY` until
+`openai_stub.handler` is set. The server is shut down and its socket closed on exit.
 """
 
 from __future__ import annotations
@@ -251,8 +251,9 @@ def _make_handler_class(stub: OpenAIStub):
     return _Handler
 
 
-@pytest.fixture
-def openai_stub():
-    """A running `OpenAIStub` (answers `DEFAULT_REPLY` until `openai_stub.handler` is set), stopped afterwards."""
+@pytest.fixture(name="openai_stub")
+def openai_stub_fixture():
+    """`openai_stub`: a running `OpenAIStub` (answers `DEFAULT_REPLY` until `openai_stub.handler` is set), stopped
+    afterwards."""
     with OpenAIStub() as stub:
         yield stub

@@ -9,6 +9,7 @@ n, the mean over references, times 10.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 import shutil
@@ -63,13 +64,17 @@ def extract_choice(prediction: str, choices: list[str]) -> int | None:
         rf"^\(?([{valid}])\)?\s*$",  # "B", "(B)"
         rf"(?i:answer|option|choice)\s*(?:is|:)?\s*(?:option\s*)?[:\s]*\(?([{valid}])\b",  # "answer is B"
         rf"(?i:answer|option|choice)\s*(?:is|:)?\s*(?:option\s*)?[:\s]*\(?([{valid.lower()}])(?:[.):,\]]|\s*$)",
-        rf"^\(?([{valid}])(?:[.):\]]|\s*-\s)",  # "B. text", "B) text", "(B) text", "B: text"
-        rf"\(([{valid}{valid.lower()}])\)",  # "... (b) ..."
     ]
     for pattern in patterns:
         match = re.search(pattern, text)
         if match:
             return valid.index(match.group(1).upper())
+    # Option markers: "B. text", "B) text", "(B) text", "B: text" at the start, "(b)" anywhere; several -> None.
+    marked = {letter.upper() for letter in re.findall(rf"\(([{valid}{valid.lower()}])\)", text)}
+    leading = re.match(rf"^\(?([{valid}])(?:[.):\]]|\s*-\s)", text)
+    marked |= {leading.group(1)} if leading else set()
+    if marked:
+        return valid.index(marked.pop()) if len(marked) == 1 else None
     normalized = normalize_answer(text)
     options = [normalize_answer(choice) for choice in choices]
     if normalized in options and options.count(normalized) == 1:
@@ -88,26 +93,44 @@ def extract_choice(prediction: str, choices: list[str]) -> int | None:
 # come out as -lrb- / -rrb- (lower-cased, so its "-LRB-" entries never match and they stay), like "&".
 _DROPPED_TOKENS = {"''", "'", "``", "`", ".", "?", "!", ",", ":", "-", "--", "...", ";", '"'}
 _BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
-_EDGE_MARKS = set(".,!?;:\"'`") | set(_BRACKETS)
+_EDGE_MARKS = set(".,!?;:\"'`-") | set(_BRACKETS)
 _CLITIC = re.compile(r"^(.+?)(n't|'s|'re|'ve|'ll|'d|'m)$")
+# Words the PTB lexer splits in two, and "'n'" which it keeps whole.
+_SPLIT_WORDS = {
+    "cannot": ["can", "not"], "gonna": ["gon", "na"], "gotta": ["got", "ta"], "wanna": ["wan", "na"],
+    "lemme": ["lem", "me"], "gimme": ["gim", "me"], "'tis": ["'t", "is"], "'twas": ["'t", "was"], "'n'": ["'n'"],
+}  # fmt: skip
+# Abbreviations that keep their final period: letter-period runs ("u.s.", "e.g.", "a.m.") and common titles.
+_ABBREVIATION = re.compile(r"^(?:[a-z]\.)+[a-z]$|^(?:mr|mrs|ms|dr|st|jr|sr|vs|etc|prof)$")
+_INNER_BREAK = re.compile(r"-{2,}|\.{3,}")  # "dog--cat", "wait...what": dropped separators
 
 
 def tokenize_caption(text: str) -> list[str]:
     """Lower-cased tokens without punctuation, as pycocoevalcap's PTBTokenizer pass gives them: marks peeled off the
-    ends of words and dropped, clitics split ("dog's" -> "dog 's", "isn't" -> "is n't"), brackets kept as "-lrb-" /
-    "-rrb-", inner marks kept ("3.5", "km/h", "well-known"). A pure-Python approximation of the Java tokenizer: the
-    two agree on ordinary captions (tests pin a few of its outputs)."""
+    ends of words and dropped, clitics split ("dog's" -> "dog 's", "isn't" -> "is n't", "cannot" -> "can not"),
+    brackets kept as "-lrb-" / "-rrb-", inner marks kept ("3.5", "km/h", "well-known"), abbreviations kept whole
+    ("u.s.", "e.g.", "mr."), runs of "!" / "?" kept as one token ("!!", "?!": not on pycocoevalcap's list).
+
+    A pure-Python approximation of the Java tokenizer (Stanford CoreNLP 3.4.1, `-lowerCase`): tests compare the two
+    on captions with punctuation and clitics. Known differences, rare in captions: "50%" / "$5" / "#1" (PTB splits
+    the symbol off), "x...y" (PTB: "x. y"), "y'all" (PTB: "y' all")."""
     tokens = []
-    for word in str(text).replace("\n", " ").lower().split():
+    for word in _INNER_BREAK.sub(" ", str(text).replace("\n", " ").lower()).split():
         lead, trail = [], []
-        while word and word[0] in _EDGE_MARKS:
+        while word and word not in _SPLIT_WORDS and word[-1] in _EDGE_MARKS:
+            run = len(word) - len(word.rstrip("!?")) if word[-1] in "!?" else 1
+            trail.insert(0, word[-run:])
+            word = word[:-run]
+        if trail and trail[0] == "." and _ABBREVIATION.match(word):
+            word, trail = word + ".", trail[1:]
+        while word and word not in _SPLIT_WORDS and word[0] in _EDGE_MARKS:
             lead.append(word[0])
             word = word[1:]
-        while word and word[-1] in _EDGE_MARKS:
-            trail.insert(0, word[-1])
-            word = word[:-1]
-        clitic = _CLITIC.match(word)
-        core = list(clitic.groups()) if clitic else [word] if word else []
+        core = _SPLIT_WORDS.get(word, [])
+        while not core and (clitic := _CLITIC.match(word)):  # "i'd've" -> "i 'd 've"
+            word, suffix = clitic.groups()
+            trail.insert(0, suffix)
+        core = core or ([word] if word else [])
         for token in lead + core + trail:
             token = _BRACKETS.get(token, token)
             if token not in _DROPPED_TOKENS:
@@ -191,19 +214,24 @@ def spice_status() -> tuple[bool, str]:
     CoreNLP 3.6.0 jars that pycocoevalcap downloads on first use (never downloaded from here)."""
     if shutil.which("java") is None:
         return False, "SPICE needs a Java runtime (none on PATH)"
-    try:
-        import pycocoevalcap
+    spec = None
+    try:  # pycocoevalcap is a namespace package (no __file__): locate its spice module instead
+        spec = importlib.util.find_spec("pycocoevalcap.spice.spice")
     except ImportError:
+        pass
+    if spec is None or not spec.origin:
         return False, "SPICE needs pycocoevalcap (pip install pycocoevalcap), which ships spice-1.0.jar"
-    lib = Path(pycocoevalcap.__file__).parent / "spice" / "lib"
+    lib = Path(spec.origin).parent / "lib"
     missing = [
         name
         for name in ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
         if not (lib / name).exists()
     ]
     if missing:
-        return False, f"SPICE needs the Stanford CoreNLP models in {lib} ({', '.join(missing)} missing; "
-        "pycocoevalcap's get_stanford_models() downloads them)"
+        return False, (
+            f"SPICE needs the Stanford CoreNLP models in {lib} ({', '.join(missing)} missing; "
+            "pycocoevalcap's get_stanford_models() downloads them)"
+        )
     return True, "available"
 
 

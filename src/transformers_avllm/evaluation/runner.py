@@ -86,11 +86,22 @@ def _shards(output: Path) -> list[Path]:
     return sorted(output.parent.glob(f"{output.name}.rank*"))
 
 
+def _ends_mid_line(path: Path) -> bool:
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) != b"\n"
+
+
 def append_records(path: Path | None, records: list[dict]) -> None:
     if path is None or not records:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
+    torn = _ends_mid_line(path)
     with open(path, "a", encoding="utf-8") as handle:
+        if torn:  # the last line was cut by an interrupted write: start on a fresh line
+            handle.write("\n")
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         handle.flush()
@@ -425,7 +436,7 @@ def _markdown(rows: list[dict]) -> str:
 
 def distributed_state():
     """accelerate's `PartialState`. Launched with several processes (`accelerate launch`, `torchrun`) on a machine
-    without CUDA, it is asked for CPU so that it sets up gloo: accelerate leaves CPU processes unconnected otherwise."""
+    without CUDA, it is asked for CPU so that it sets up gloo: accelerate leaves CPU processes unconnected if not."""
     from accelerate import PartialState
 
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("LOCAL_RANK", "-1")) != -1
@@ -481,10 +492,11 @@ def evaluate(
     if max_new_tokens is not None:
         generation_kwargs["max_new_tokens"] = max_new_tokens
 
+    if output is not None:  # shards left by an interrupted data-parallel run: folded in before anything is read
+        if state.is_main_process and _shards(output):
+            merge_shards(output)
+        state.wait_for_everyone()
     done = read_records(output)
-    if output is not None:
-        for shard in _shards(output):  # left by an interrupted data-parallel run
-            done.update((key, record) for key, record in read_records(shard).items() if is_done(record))
     my_path = shard_path(output, state.process_index) if output and state.num_processes > 1 else output
     model.eval()
     generator = _Generator(model, processor, spec, generation_kwargs, seed)
