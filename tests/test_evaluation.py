@@ -29,14 +29,15 @@ from transformers import LlamaForCausalLM
 import transformers_avllm.evaluation.judges as judges_module
 import transformers_avllm.evaluation.metrics as metrics_module
 import transformers_avllm.evaluation.runner as runner_module
+import transformers_avllm.llm_client as llm_client_module
 from transformers_avllm import AVLlmForConditionalGeneration
 from transformers_avllm.cli import main as cli_main
 from transformers_avllm.evaluation import (
     CONDITION_NOTES,
     TASKS,
     Judge,
-    JudgementCache,
     OpenAIChatBackend,
+    ReplyCache,
     TransformersChatBackend,
     build_judge,
     cider_d,
@@ -50,7 +51,7 @@ from transformers_avllm.evaluation import (
     spice_status,
     tokenize_caption,
 )
-from transformers_avllm.evaluation.judges import JudgeUnavailable, MalformedJudgement, judge_messages
+from transformers_avllm.evaluation.judges import MalformedJudgement, judge_messages
 from transformers_avllm.evaluation.tasks import (
     AVSSD_QUESTION,
     CAPTION_PROMPT,
@@ -60,6 +61,7 @@ from transformers_avllm.evaluation.tasks import (
     TUT2017_QUESTION,
 )
 from transformers_avllm.export import build_model_card, export_pretrained
+from transformers_avllm.llm_client import LLMUnavailable
 from transformers_avllm.tiny import build_processor, build_tokenizer, tiny_config
 
 # ---- media and annotation fixtures -------------------------------------------------------------------------------
@@ -1250,7 +1252,7 @@ def test_http_judge_scores_open_qa_sends_the_key_and_caches(tmp_path, media, ope
 def test_http_judge_survives_failing_and_malformed_replies(tmp_path, openai_stub, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     delays = []
-    monkeypatch.setattr(judges_module, "time", SimpleNamespace(sleep=delays.append))  # back-off recorded, not slept
+    monkeypatch.setattr(llm_client_module, "time", SimpleNamespace(sleep=delays.append))  # back-off recorded only
     ok = "{'pred': 'yes', 'score': 3}"
     scenarios = {  # prediction: (replies in order, expected (ok, pred, score, attempts))
         "server error": ([StubResponse(status=500), "{'pred': 'yes', 'score': 5}"], (True, "yes", 5, 2)),
@@ -1273,9 +1275,12 @@ def test_http_judge_survives_failing_and_malformed_replies(tmp_path, openai_stub
         before = len(delays)
         judgement = judge("match", question="what is it?", answer="a dog", prediction=prediction)
         results[prediction] = (judgement.ok, judgement.pred, judgement.score, judgement.attempts)
-        # bounded exponential back-off with jitter: base * 2**k, capped, times [0.5, 1)
+        # bounded exponential back-off with jitter: base * 2**k, capped, times [0.5, 1); at least Retry-After
         nominal = [min(3.0, 1.0 * 2**k) for k in range(want[3] - 1)]
-        assert all(n / 2 <= d < n for d, n in zip(delays[before:], nominal, strict=True)), delays[before:]
+        if prediction == "rate limited":
+            assert delays[before:] == [1.0]  # the server's Retry-After: 1 outlasts the jittered 0.5-1 s
+        else:
+            assert all(n / 2 <= d < n for d, n in zip(delays[before:], nominal, strict=True)), delays[before:]
     assert results == {prediction: want for prediction, (_, want) in scenarios.items()}
     assert vars(judge.stats) == {"calls": 16, "cache_hits": 0, "malformed": 7, "errors": 3, "failures": 2}
     requests = openai_stub.requests_to("/v1/chat/completions")
@@ -1288,11 +1293,11 @@ def test_http_judge_survives_failing_and_malformed_replies(tmp_path, openai_stub
     assert "HTTP 401" in judge("match", question="what is it?", answer="a dog", prediction="unauthorized").error
     # successes are cached (on disk), failures are asked again
     assert len(cache.read_text().splitlines()) == 6
-    assert JudgementCache(cache).get(
-        JudgementCache.key(
+    assert ReplyCache(cache).get(
+        ReplyCache.key(
             "openai:gpt-4o-mini", judge_messages("match", question="what is it?", answer="a dog", prediction="prose")
         )
-    ) == {"pred": "yes", "score": 4}
+    ) == "Yes, the prediction matches the answer. Score: 4"
     openai_stub.reset()
     fresh = build_judge(openai_stub.base_url, "gpt-4o-mini", cache_path=cache, max_attempts=1)
     assert fresh("match", question="what is it?", answer="a dog", prediction="prose").cached
@@ -1353,7 +1358,7 @@ def test_unreachable_judge_endpoint_is_retried_then_a_failure():
     judgement = judge("match", question="q", answer="a", prediction="p")
     assert not judgement.ok and judgement.attempts == 3 and "cannot reach" in judgement.error
     assert (judge.stats.calls, judge.stats.errors, judge.stats.failures) == (3, 3, 1)
-    with pytest.raises(JudgeUnavailable) as raised:
+    with pytest.raises(LLMUnavailable) as raised:
         OpenAIChatBackend(url, "m").complete([{"role": "user", "content": "hi"}])
     assert raised.value.transient
 

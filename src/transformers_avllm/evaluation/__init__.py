@@ -1,7 +1,8 @@
 """Evaluation harness (not shipped to the Hub): benchmark loaders (`TASKS`), batched resumable generation, LLM
 judges, CIDEr-D, grounding ablations, data-parallel shards, and model-card `eval_results`. See docs/evaluation.md."""
 
-from .judges import Judge, JudgementCache, OpenAIChatBackend, TransformersChatBackend, build_judge, parse_judgement
+from ..llm_client import OpenAIChatBackend, ReplyCache, TransformersChatBackend
+from .judges import Judge, build_judge, parse_judgement
 from .metrics import cider_d, extract_choice, normalize_answer, spice_status, tokenize_caption
 from .runner import CONDITION_NOTES, evaluate, format_report, merge_shards, read_records, report_to_eval_results
 from .tasks import TASKS, Sample, TaskSpec, get_task
@@ -10,8 +11,8 @@ __all__ = [
     "CONDITION_NOTES",
     "TASKS",
     "Judge",
-    "JudgementCache",
     "OpenAIChatBackend",
+    "ReplyCache",
     "Sample",
     "TaskSpec",
     "TransformersChatBackend",

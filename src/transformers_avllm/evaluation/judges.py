@@ -1,5 +1,5 @@
 """LLM judges: the seeds' GPT evaluation prompts, sent to an OpenAI-compatible chat-completions endpoint or to a
-local transformers model; replies parsed defensively, retried with bounded exponential back-off, cached by content.
+local transformers model (the backends, retries and cache of `llm_client`); replies parsed defensively.
 
 Prompts:
 - "match": VideoLLaMA 2, appendix A (table 9): a yes/no match and an integer score 0-5 (open-ended QA / AVQA).
@@ -11,20 +11,12 @@ Scores are truncated to integers as those scripts do (`int(score)`).
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
-import logging
-import os
-import random
 import re
-import threading
-import time
-import urllib.error
-import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+from ..llm_client import ChatClient, MalformedReply, ReplyCache, build_backend
 
 _FORMAT = (
     "Please generate the response in the form of a Python dictionary string with keys 'score', where its value is the "
@@ -165,7 +157,7 @@ def judge_messages(criterion: str, **fields) -> list[dict]:
 # ---- parsing -----------------------------------------------------------------------------------------------------
 
 
-class MalformedJudgement(ValueError):
+class MalformedJudgement(MalformedReply):
     """The judge's reply holds no valid judgement."""
 
 
@@ -217,138 +209,7 @@ def parse_judgement(reply: str, keys=("pred", "score")) -> dict:
     return result
 
 
-# ---- backends ----------------------------------------------------------------------------------------------------
-
-
-class JudgeUnavailable(RuntimeError):
-    """A judge call failed; `transient` ones (timeouts, 429, 5xx, connection errors) are retried."""
-
-    def __init__(self, message: str, transient: bool):
-        super().__init__(message)
-        self.transient = transient
-
-
-class OpenAIChatBackend:
-    """Any OpenAI-compatible `POST {base_url}/chat/completions` (OpenAI, vLLM, TGI, llama.cpp, ...), through
-    `urllib.request`. The API key is read from the environment variable `api_key_env` (no header when unset)."""
-
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        api_key_env: str = "OPENAI_API_KEY",
-        timeout: float = 60.0,
-        temperature: float = 0.0,
-        max_tokens: int = 64,
-    ):
-        base_url = base_url.rstrip("/")
-        self.url = base_url if base_url.endswith("/chat/completions") else f"{base_url}/chat/completions"
-        self.model, self.api_key_env, self.timeout = model, api_key_env, timeout
-        self.temperature, self.max_tokens = temperature, max_tokens
-        self.name = f"openai:{model}"
-
-    def complete(self, messages: list[dict]) -> str:
-        body = {
-            "model": self.model,
-            "messages": messages,
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        }
-        headers = {"Content-Type": "application/json"}
-        api_key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        request = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as err:
-            transient = err.code in (408, 409, 425, 429) or err.code >= 500
-            raise JudgeUnavailable(f"HTTP {err.code} from {self.url}", transient) from err
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
-            raise JudgeUnavailable(f"cannot reach {self.url}: {err}", True) from err
-        try:
-            return json.loads(payload)["choices"][0]["message"]["content"] or ""
-        except (ValueError, KeyError, IndexError, TypeError) as err:
-            raise MalformedJudgement(f"not a chat-completions response: {payload[:200]!r}") from err
-
-
-class TransformersChatBackend:
-    """A local text-generation model (any `AutoModelForCausalLM` + tokenizer), greedy, chat template when the
-    tokenizer has one (else "system\\n\\nuser\\n")."""
-
-    def __init__(self, model, tokenizer, max_new_tokens: int = 64, name: str | None = None):
-        self.model, self.tokenizer, self.max_new_tokens = model.eval(), tokenizer, max_new_tokens
-        self.name = f"local:{name or getattr(model.config, '_name_or_path', '') or type(model).__name__}"
-        self._lock = threading.Lock()
-
-    @classmethod
-    def from_pretrained(cls, path: str, **kwargs):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
-        return cls(model, AutoTokenizer.from_pretrained(path), name=str(path), **kwargs)
-
-    def complete(self, messages: list[dict]) -> str:
-        import torch
-
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        else:
-            text = "\n\n".join(message["content"] for message in messages) + "\n"
-        inputs = self.tokenizer(text, return_tensors="pt").to(self.model.device)
-        with self._lock, torch.no_grad():
-            output = self.model.generate(
-                **inputs,
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-            )
-        return self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-
-
-# ---- cache + retry -----------------------------------------------------------------------------------------------
-
-
-class JudgementCache:
-    """Successful judgements in a jsonl file, keyed by the sha256 of (judge name, messages): re-runs do not re-ask.
-    Failures are not cached, so a later run asks again."""
-
-    def __init__(self, path: str | Path | None):
-        self.path = Path(path) if path else None
-        self._lock = threading.Lock()
-        self._entries: dict[str, dict] = {}
-        if self.path and self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                    self._entries[entry["key"]] = entry["judgement"]
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut by an interrupted write
-
-    @staticmethod
-    def key(name: str, messages: list[dict]) -> str:
-        return hashlib.sha256(json.dumps([name, messages], sort_keys=True).encode()).hexdigest()
-
-    def get(self, key: str) -> dict | None:
-        return self._entries.get(key)
-
-    def put(self, key: str, judgement: dict) -> None:
-        with self._lock:
-            self._entries[key] = judgement
-            if self.path:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.path, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps({"key": key, "judgement": judgement}) + "\n")
-
-
-@dataclass
-class JudgeStats:
-    calls: int = 0
-    cache_hits: int = 0
-    malformed: int = 0
-    errors: int = 0
-    failures: int = 0
+# ---- the judge ---------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -365,62 +226,17 @@ class Judgement:
         return {key: value for key, value in asdict(self).items() if value is not None}
 
 
-@dataclass
-class Judge:
-    """Asks `backend` (an `OpenAIChatBackend` / `TransformersChatBackend`, or anything with `name` and
-    `complete(messages) -> str`) and returns a `Judgement`; never raises for a bad reply or an unreachable server.
-
-    A malformed reply or a transient error is retried up to `max_attempts` times in all, sleeping
-    `base_delay * 2**k` (capped at `max_delay`, with jitter) between tries; then the judgement is a failure
-    (`ok=False`, reported and left out of the averages, never counted as 0)."""
-
-    backend: object
-    cache: JudgementCache = field(default_factory=lambda: JudgementCache(None))
-    max_attempts: int = 4
-    base_delay: float = 1.0
-    max_delay: float = 30.0
-    stats: JudgeStats = field(default_factory=JudgeStats)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def _count(self, name: str) -> None:
-        with self._lock:
-            setattr(self.stats, name, getattr(self.stats, name) + 1)
-
-    @property
-    def name(self) -> str:
-        return self.backend.name
+class Judge(ChatClient):
+    """A `ChatClient` (backend, reply cache, bounded retries with back-off) that asks the judge prompts and parses the
+    verdicts; never raises for a bad reply or an unreachable server. A judgement that still failed after the retries
+    is `ok=False`: reported and left out of the averages, never counted as 0."""
 
     def __call__(self, criterion: str, **fields) -> Judgement:
-        messages = judge_messages(criterion, **fields)
-        key = JudgementCache.key(self.name, messages)
-        cached = self.cache.get(key)
-        if cached is not None:
-            self._count("cache_hits")
-            return Judgement(ok=True, cached=True, **cached)
-        error, raw = "no attempt", None
-        for attempt in range(1, self.max_attempts + 1):
-            if attempt > 1:
-                delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 2))
-                time.sleep(delay * (0.5 + random.random() / 2))
-            self._count("calls")
-            try:
-                raw = self.backend.complete(messages)
-                parsed = parse_judgement(raw, PROMPTS[criterion]["keys"])
-            except MalformedJudgement as err:
-                self._count("malformed")
-                error = f"malformed reply: {err}"
-                continue
-            except JudgeUnavailable as err:
-                self._count("errors")
-                error = str(err)
-                if not err.transient:
-                    break
-                continue
-            self.cache.put(key, parsed)
-            return Judgement(ok=True, raw=raw, attempts=attempt, **parsed)
-        self._count("failures")
-        logger.warning("judge failed on %s after retries: %s", criterion, error)
-        return Judgement(ok=False, error=error, raw=raw, attempts=attempt)
+        keys = PROMPTS[criterion]["keys"]
+        reply = self.ask(judge_messages(criterion, **fields), lambda raw: parse_judgement(raw, keys))
+        if not reply.ok:
+            return Judgement(ok=False, error=reply.error, raw=reply.raw, attempts=reply.attempts)
+        return Judgement(ok=True, raw=reply.raw, attempts=reply.attempts, cached=reply.cached, **reply.value)
 
 
 def build_judge(
@@ -431,15 +247,9 @@ def build_judge(
     api_key_env: str = "OPENAI_API_KEY",
     **kwargs,
 ) -> Judge | None:
-    """A `Judge` for `--judge-endpoint URL --judge-model NAME` or `--judge-local MODEL_DIR`; None without either."""
-    if endpoint and local:
-        raise ValueError("give either a judge endpoint or a local judge model, not both")
-    if endpoint:
-        if not model:
-            raise ValueError("--judge-endpoint needs --judge-model")
-        backend = OpenAIChatBackend(endpoint, model, api_key_env=api_key_env)
-    elif local:
-        backend = TransformersChatBackend.from_pretrained(local)
-    else:
-        return None
-    return Judge(backend, JudgementCache(cache_path), **kwargs)
+    """A `Judge` for `--judge-endpoint URL --judge-model NAME` or `--judge-local MODEL_DIR` (greedy, short replies);
+    None without either. `kwargs` go to `Judge` (`max_attempts`, `base_delay`, `max_delay`, ...)."""
+    if endpoint and not model:
+        raise ValueError("--judge-endpoint needs --judge-model")
+    backend = build_backend(endpoint, model, local, api_key_env)
+    return None if backend is None else Judge(backend, ReplyCache(cache_path), **kwargs)
