@@ -1293,11 +1293,15 @@ def test_http_judge_survives_failing_and_malformed_replies(tmp_path, openai_stub
     assert "HTTP 401" in judge("match", question="what is it?", answer="a dog", prediction="unauthorized").error
     # successes are cached (on disk), failures are asked again
     assert len(cache.read_text().splitlines()) == 6
-    assert ReplyCache(cache).get(
-        ReplyCache.key(
-            "openai:gpt-4o-mini", judge_messages("match", question="what is it?", answer="a dog", prediction="prose")
+    assert (
+        ReplyCache(cache).get(
+            ReplyCache.key(
+                "openai:gpt-4o-mini",
+                judge_messages("match", question="what is it?", answer="a dog", prediction="prose"),
+            )
         )
-    ) == "Yes, the prediction matches the answer. Score: 4"
+        == "Yes, the prediction matches the answer. Score: 4"
+    )
     openai_stub.reset()
     fresh = build_judge(openai_stub.base_url, "gpt-4o-mini", cache_path=cache, max_attempts=1)
     assert fresh("match", question="what is it?", answer="a dog", prediction="prose").cached
