@@ -610,8 +610,7 @@ def test_push_dataset_uploads_with_the_hub_api(curated, monkeypatch):
     upload = calls[1][1]
     assert upload["repo_type"] == "dataset" and upload["folder_path"] == str(output)
     assert set(upload["allow_patterns"]) == {"train.jsonl", "README.md", "summary.json"}
-    monkeypatch.setenv("HF_TOKEN", "")
-    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    monkeypatch.setattr("transformers_avllm.export.get_token", lambda: None)
     with pytest.raises(HubAuthError):
         push_dataset(output, "org/av-instructions")
 

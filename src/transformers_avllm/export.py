@@ -158,18 +158,40 @@ def export_pretrained(
     return output
 
 
-def push_to_hub(
-    folder: str | Path, repo_id: str, *, private: bool = False, token: str | None = None, commit_message: str = ""
+def upload_folder_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    repo_type: str,
+    commit_message: str,
+    private: bool = False,
+    token: str | None = None,
+    allow_patterns: list[str] | None = None,
 ) -> str:
-    """Creates `repo_id` (if needed) and uploads an exported folder with huggingface_hub's API; returns the commit
-    URL."""
-    check_export_folder(folder)
+    """Creates `repo_id` (if needed) and uploads `folder` (the files matching `allow_patterns`, default all) with
+    huggingface_hub's API; returns the commit URL. Raises `HubAuthError` without a token."""
     token = token or get_token()
     if not token:
         raise HubAuthError("no Hugging Face token: run `hf auth login` or set HF_TOKEN, or pass token=")
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type)
     commit = api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message=commit_message or "Upload AVLlm"
+        folder_path=str(folder),
+        repo_id=repo_id,
+        repo_type=repo_type,
+        allow_patterns=allow_patterns,
+        commit_message=commit_message,
     )
     return str(commit)
+
+
+def push_to_hub(
+    folder: str | Path, repo_id: str, *, private: bool = False, token: str | None = None, commit_message: str = ""
+) -> str:
+    """Checks an exported folder and uploads it to the model repo `repo_id` (created if needed); returns the commit
+    URL."""
+    check_export_folder(folder)
+    message = commit_message or "Upload AVLlm"
+    return upload_folder_to_hub(
+        folder, repo_id, repo_type="model", commit_message=message, private=private, token=token
+    )

@@ -439,20 +439,14 @@ def write_dataset_card(output: Path, summary: dict) -> None:
 def push_dataset(output_dir: str | Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
     """Uploads the dataset (`train.jsonl`, `README.md`, `summary.json`) to a Hub dataset repo with huggingface_hub's
     API; the media stay where they are. Returns the commit URL."""
-    from huggingface_hub import HfApi, get_token
+    from ..export import upload_folder_to_hub
 
-    from ..export import HubAuthError
-
-    token = token or get_token()
-    if not token:
-        raise HubAuthError("no Hugging Face token: run `hf auth login` or set HF_TOKEN, or pass token=")
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="dataset")
-    commit = api.upload_folder(
-        folder_path=str(output_dir),
-        repo_id=repo_id,
+    return upload_folder_to_hub(
+        output_dir,
+        repo_id,
         repo_type="dataset",
-        allow_patterns=["train.jsonl", "README.md", "summary.json"],
         commit_message="Upload audio-visual instruction data (avllm curate)",
+        private=private,
+        token=token,
+        allow_patterns=["train.jsonl", "README.md", "summary.json"],
     )
-    return str(commit)
