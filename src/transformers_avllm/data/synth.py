@@ -9,9 +9,12 @@ two halves differ in colour and in pitch (one low, one high). Questions:
   tone plays, which needs both the frames and the sound, aligned in time.
 
 Everything is seeded and deterministic; `synthesize` writes real mp4 files (h264 + aac) with PyAV, plus muted (silent
-track) and blanked (black frames) copies of the test clips for grounding checks.
+track) and blanked (black frames) copies of the test clips for grounding checks. The test split cycles through every
+(colours, pitches) combination, so each answer is equally frequent: a model that ignores the frames (or the sound)
+scores chance on the visual (audio) questions, not the share of the most frequent answer.
 """
 
+import itertools
 import json
 import random
 from dataclasses import asdict, dataclass
@@ -31,6 +34,8 @@ QUESTIONS = {
 }
 # The modality sample type each question kind is trained and asked with.
 KIND_INPUT = {"visual": ("video", False), "audio": ("audio", None), "audio_visual": ("video", True)}
+# Accuracy of a model that ignores the frames (visual), the sound (audio), or hears but does not see which of the two
+# colours on screen goes with the high tone (audio-visual), on the balanced test split.
 CHANCE = {"visual": 1 / len(COLOURS), "audio": 1 / len(PITCHES), "audio_visual": 1 / 2}
 VOCABULARY = sorted({word for text in QUESTIONS.values() for word in text.split()} | set(COLOURS) | set(PITCHES))
 SAMPLE_RATE = 16000
@@ -54,6 +59,20 @@ class ClipSpec:
 
 def random_spec(rng: random.Random) -> ClipSpec:
     return ClipSpec(tuple(rng.sample(sorted(COLOURS), 2)), tuple(rng.sample(sorted(PITCHES), 2)))
+
+
+def balanced_specs(count: int, rng: random.Random) -> list[ClipSpec]:
+    """`count` specs cycling through all 24 (colours, pitches) combinations, each cycle in a shuffled order: every
+    answer of every question kind is equally frequent when `count` is a multiple of 24."""
+    combinations = [
+        ClipSpec(colours, pitches)
+        for colours in itertools.permutations(sorted(COLOURS), 2)
+        for pitches in itertools.permutations(sorted(PITCHES), 2)
+    ]
+    specs = []
+    while len(specs) < count:
+        specs += rng.sample(combinations, len(combinations))
+    return specs[:count]
 
 
 def render_clip(
@@ -98,10 +117,9 @@ def synthesize(output_dir: str | Path, num_train: int = 96, num_test: int = 48, 
         (output / folder).mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     splits = {"train": [], "test": []}
-    total = num_train + num_test
-    for index in tqdm(range(total), desc="synthesizing clips", unit="clip"):
+    specs = [random_spec(rng) for _ in range(num_train)] + balanced_specs(num_test, rng)
+    for index, spec in enumerate(tqdm(specs, desc="synthesizing clips", unit="clip")):
         split = "train" if index < num_train else "test"
-        spec = random_spec(rng)
         frames, waveform = render_clip(spec, seed=seed * 100_003 + index)
         clip_id = f"{split}{index:05d}"
         path = write_video(output / "clips" / f"{clip_id}.mp4", frames, 8, waveform, SAMPLE_RATE)
