@@ -27,8 +27,12 @@ from transformers import (
     ClapFeatureExtractor,
     ClapModel,
     ClapProcessor,
+    CLIPImageProcessor,
     LlamaConfig,
     LlamaForCausalLM,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
     RobertaTokenizerFast,
     WhisperConfig,
     WhisperFeatureExtractor,
@@ -61,7 +65,7 @@ from transformers_avllm.curation.templates import SAMPLE_TYPES, TASKS, TEMPLATE_
 from transformers_avllm.export import HubAuthError
 from transformers_avllm.llm_client import MalformedReply, OpenAIChatBackend
 from transformers_avllm.processing.media_avllm import load_video
-from transformers_avllm.tiny import build_processor, build_tokenizer, tiny_config
+from transformers_avllm.tiny import build_processor, build_tokenizer, tiny_config, tiny_text_config, tiny_vision_config
 from transformers_avllm.training import AVLlmSFTTrainer, load_av_dataset
 
 SOUND_LABELS = ["dog barking", "speech", "music", "siren"]
@@ -185,6 +189,30 @@ def save_whisper(folder):
     return str(folder)
 
 
+def save_llava(folder):
+    """A random chat captioner (LLaVA: CLIP + Llama, with a chat template)."""
+    tokenizer = build_tokenizer([" ".join(CAPTION_WORDS) + " describe this image in one sentence ."])
+    template = (
+        "{% for m in messages %}{{ m['role'] }}: {% for c in m['content'] %}"
+        "{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant:{% endif %}"
+    )
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    LlavaProcessor(
+        image_processor, tokenizer, patch_size=8, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, chat_template=template, image_token="<image>",
+    ).save_pretrained(folder)  # fmt: skip
+    config = LlavaConfig(
+        vision_config=tiny_vision_config("clip"), text_config=tiny_text_config(), vision_feature_layer=-1,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="default",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.min_new_tokens = 3
+    model.save_pretrained(folder)
+    return str(folder)
+
+
 def save_llm(folder):
     """A random local text-generation model: its replies are never valid conversations."""
     tokenizer = build_tokenizer(["question answer conversation the a dog"], vocab_size=64, media_tokens=False)
@@ -207,6 +235,7 @@ def checkpoints(tmp_path_factory):
         "clap": save_clap(root / "clap"),
         "ast": save_ast(root / "ast"),
         "whisper": save_whisper(root / "whisper"),
+        "llava": save_llava(root / "llava"),
         "llm": save_llm(root / "llm"),
     }
 
@@ -410,6 +439,22 @@ def test_contexts_from_tiny_perception_models(media, checkpoints, perception):
     said = "hello|world|the|dog|is|barking"
     assert all(len(s["tags"]) == 2 and re.fullmatch(rf"( ?({said}))+", s["speech"]) for s in heard.segments)
     assert f'speech: "{heard.segments[0]["speech"]}"' in heard.audio_text()
+
+
+def test_chat_captioners_are_asked_the_caption_prompt(media, checkpoints, monkeypatch):
+    captioner = FrameCaptioner(checkpoints["llava"], max_new_tokens=4, batch_size=2)
+    asked = []
+    render = captioner.pipe.processor.apply_chat_template
+    monkeypatch.setattr(
+        captioner.pipe.processor,
+        "apply_chat_template",
+        lambda messages, **kw: asked.append(messages) or render(messages, **kw),
+    )
+    captions = captioner(load_video(media / "street.mp4", 3).frames)
+    assert captioner.chat and len(captions) == 3 and all(len(caption.split()) >= 3 for caption in captions)
+    assert [[message["content"][1]["text"] for message in chat] for chat in asked] == [
+        ["Describe this image in one sentence."]
+    ] * 3
 
 
 # ---- the pipeline over HTTP --------------------------------------------------------------------------------------
