@@ -925,6 +925,12 @@ def test_loader_reads_the_published_annotation_format(case, tmp_path, media):
     assert spec.load(data, media_root, limit=1) == samples[:1]
 
 
+def test_videomme_finds_its_videos_from_the_default_media_root(tmp_path, media):
+    """The Hub layout: videomme/test-*.parquet beside data/ (the unzipped videos); no --media-root needed."""
+    data, media_root, _ = build_case("videomme", tmp_path, media)
+    assert get_task("videomme").load(data) == get_task("videomme").load(data, media_root)
+
+
 def test_loader_errors_duplicate_ids_and_unknown_tasks(tmp_path, media):
     data, media_root, _ = build_case("msrvtt_qa", tmp_path, media)
     records = json.loads(data.read_text())

@@ -382,18 +382,19 @@ def load_perception_test(path: Path, media_root: Path) -> list[Sample]:
 def load_videomme(path: Path, media_root: Path) -> list[Sample]:
     """Video-MME (lmms-lab/Video-MME `videomme/test-*.parquet`, or the same rows as json): videoID, question_id,
     duration, domain, task_type, question, options ["A. ...", ...], answer "C"; videos `data/<videoID>.mp4` under
-    the media root (or directly in it). Subtitles are not used."""
+    the media root or its parent (the default media root is the parquet's folder, `videomme/`, a sibling of `data/`),
+    or directly in the media root. Subtitles are not used."""
     if path.suffix == ".parquet":
         import pandas
 
         records = pandas.read_parquet(path).to_dict("records")
     else:
         records = read_json(path)
+    root = next((folder for folder in (media_root / "data", media_root.parent / "data") if folder.is_dir()), media_root)
     samples = []
     for record in records:
         options = [re.sub(r"^\s*[A-Z][.)]\s*", "", str(option)) for option in record["options"]]
         letter = str(record.get("answer") or "").strip().upper()
-        root = media_root / "data" if (media_root / "data").is_dir() else media_root
         samples.append(
             _mc_sample(
                 record["question_id"],
