@@ -390,7 +390,8 @@ def load_videomme(path: Path, media_root: Path) -> list[Sample]:
         records = pandas.read_parquet(path).to_dict("records")
     else:
         records = read_json(path)
-    root = next((folder for folder in (media_root / "data", media_root.parent / "data") if folder.is_dir()), media_root)
+    data_folders = [folder for folder in (media_root / "data", media_root.parent / "data") if folder.is_dir()]
+    root = data_folders[0] if data_folders else media_root
     samples = []
     for record in records:
         options = [re.sub(r"^\s*[A-Z][.)]\s*", "", str(option)) for option in record["options"]]
