@@ -153,8 +153,9 @@ def cider_d(
 
     `candidates`: id -> one caption; `references`: id -> its reference captions (same ids). With `tokenize=False` the
     strings are taken as already tokenised (split on whitespace), as pycocoevalcap's `Cider.compute_score` takes them.
-    Matches pycocoevalcap 1.2 `Cider` to floating-point precision, including its length: the number of bigrams, not
-    words (its `if n == 1: length += term_freq`), which differs from the word count only for captions under 2 words.
+    Matches pycocoevalcap 1.2 `Cider` to floating-point precision. Its caption length is the number of bigrams (`if
+    n == 1: length += term_freq`), kept here as it computes it; the length penalty only sees differences of lengths,
+    which equal the word-count differences for non-empty captions, and an empty caption scores 0 either way.
     """
     if set(candidates) != set(references):
         raise ValueError("candidates and references must have the same ids")
@@ -179,7 +180,7 @@ def cider_d(
             weight = term_frequency * (log_num_docs - math.log(max(1.0, document_frequency[gram])))
             vectors[order][gram] = weight
             norms[order] += weight * weight
-        length = sum(count for gram, count in counts.items() if len(gram) == 2)  # pycocoevalcap's quirk
+        length = sum(count for gram, count in counts.items() if len(gram) == 2)  # bigrams, as pycocoevalcap
         return vectors, [math.sqrt(value) for value in norms], length
 
     def similarity(test, ref) -> list[float]:
