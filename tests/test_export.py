@@ -179,9 +179,14 @@ def test_cli_export_and_push_without_token(exported, tmp_path, monkeypatch):
     from transformers_avllm.cli import main
 
     folder = exported[0]
-    main(["export", "--model", str(folder), "--output", str(tmp_path / "again"), "--repo-id", "org/again"])
+    report = {"hub_task": "audio-captioning", "dataset": "Clotho", "metrics": {"cider": 0.4213, "spice": None}}
+    (tmp_path / "clotho.report.json").write_text(json.dumps(report))
+    main(["export", "--model", str(folder), "--output", str(tmp_path / "again"), "--repo-id", "org/again"]
+         + ["--eval-report", str(tmp_path / "clotho.report.json")])  # fmt: skip
     check_export_folder(tmp_path / "again")
     assert "org/again" in (tmp_path / "again" / "README.md").read_text()
+    (result,) = ModelCard.load(tmp_path / "again" / "README.md").data.eval_results
+    assert (result.dataset_name, result.metric_type, result.metric_value) == ("Clotho", "cider", 0.4213)
     monkeypatch.setattr(export_module, "get_token", lambda: None)
     with pytest.raises(HubAuthError):
         main(["push", str(tmp_path / "again"), "--repo-id", "org/again"])

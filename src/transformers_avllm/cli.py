@@ -32,13 +32,25 @@ def _synth(args):
 
 
 def _export(args):
+    import json
+    from pathlib import Path
+
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from .evaluation import report_to_eval_results
     from .export import export_pretrained
 
     model = AutoModelForImageTextToText.from_pretrained(args.model)
     processor = AutoProcessor.from_pretrained(args.processor or args.model)
-    folder = export_pretrained(model, processor, args.output, repo_id=args.repo_id, license=args.license)
+    reports = [json.loads(Path(path).read_text()) for path in args.eval_report or []]
+    folder = export_pretrained(
+        model,
+        processor,
+        args.output,
+        repo_id=args.repo_id,
+        license=args.license,
+        eval_results=report_to_eval_results(reports) if reports else None,
+    )
     print(f"exported to {folder}")
 
 
@@ -181,6 +193,12 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--output", required=True)
     export.add_argument("--repo-id", help="name used in the model card's usage snippet (default: the folder name)")
     export.add_argument("--license", default="apache-2.0")
+    export.add_argument(
+        "--eval-report",
+        nargs="+",
+        metavar="REPORT",
+        help="avllm eval reports (*.report.json) for the card's model-index",
+    )
     export.set_defaults(run=_export)
 
     push = commands.add_parser("push", help="upload an exported folder to the Hugging Face Hub")
