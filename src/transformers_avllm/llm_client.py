@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .jsonl import append_jsonl, read_jsonl
+
 logger = logging.getLogger(__name__)
 
 
@@ -159,14 +161,11 @@ class ReplyCache:
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else None
         self._lock = threading.Lock()
-        self._replies: dict[str, str] = {}
-        if self.path and self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                    self._replies[entry["key"]] = entry["reply"]
-                except (ValueError, KeyError, TypeError):
-                    continue
+        self._replies = {
+            entry["key"]: entry["reply"]
+            for entry in read_jsonl(self.path)
+            if isinstance(entry.get("key"), str) and isinstance(entry.get("reply"), str)
+        }
 
     @staticmethod
     def key(name: str, messages: list[dict]) -> str:
@@ -179,9 +178,7 @@ class ReplyCache:
         with self._lock:
             self._replies[key] = reply
             if self.path:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.path, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps({"key": key, "reply": reply}) + "\n")
+                append_jsonl(self.path, [{"key": key, "reply": reply}])
 
 
 class RateLimiter:

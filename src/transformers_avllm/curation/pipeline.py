@@ -27,15 +27,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..jsonl import append_jsonl, read_jsonl
 from ..llm_client import ChatClient, MalformedReply, ReplyCache
-from ..processing.media_avllm import MediaError
+from ..processing.media_avllm import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, MediaError
 from .context import MediaContext, Perception, describe_media
 from .templates import SAMPLE_TYPES, TASKS, load_templates
 
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")
 # AV-LLM Table 10 (thousands of samples): task -> sample type -> weight.
 TABLE10_MIX = {
     "conversation": {"audio": 20, "visual": 60, "audio_visual": 40},
@@ -53,7 +52,7 @@ CONTEXT_LEAK = re.compile(
 
 
 class CurationError(ValueError):
-    """Bad curation input: no media files, an invalid mix, a bad template folder."""
+    """Bad curation input: no media files, or an invalid mix."""
 
 
 # ---- the mix -----------------------------------------------------------------------------------------------------
@@ -206,26 +205,15 @@ def fingerprint(turns: list[dict]) -> str:
 # ---- output files ------------------------------------------------------------------------------------------------
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut by an interrupted write
-    return rows
-
-
 class _Writer:
-    """Appends rows to the output's jsonl files, one line per row, thread-safe."""
+    """Appends rows to the output folder's jsonl files, thread-safe."""
 
     def __init__(self, folder: Path):
         self.folder, self._lock = folder, threading.Lock()
 
     def append(self, name: str, row: dict) -> None:
-        with self._lock, open(self.folder / name, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        with self._lock:
+            append_jsonl(self.folder / name, [row])
 
 
 def find_media(folder: Path) -> list[Path]:
@@ -247,7 +235,7 @@ def gather_contexts(
     function building the models, called only when a file still needs them. Files that cannot be decoded are
     reported (path -> reason) and remembered as such, not fatal."""
     writer = _Writer(output)
-    known = {row["path"]: row for row in _read_jsonl(output / "contexts.jsonl")}
+    known = {row["path"]: row for row in read_jsonl(output / "contexts.jsonl")}
     contexts, errors = [], {}
     for path in tqdm(files, desc="media contexts", unit="file"):
         relative = str(path.relative_to(root))
@@ -316,8 +304,8 @@ def curate(
         base_delay=retry_delay,
         requests_per_minute=requests_per_minute,
     )
-    done = {row["id"] for name in ("train.jsonl", "rejected.jsonl") for row in _read_jsonl(output / name)}
-    fingerprints = {fingerprint(_turns(row)) for row in _read_jsonl(output / "train.jsonl")}
+    done = {row["id"] for name in ("train.jsonl", "rejected.jsonl") for row in read_jsonl(output / name)}
+    fingerprints = {fingerprint(_turns(row)) for row in read_jsonl(output / "train.jsonl")}
     by_path = {context.path: context for context in contexts}
     writer, lock, retry = _Writer(output), threading.Lock(), []
 
@@ -369,7 +357,7 @@ def summarise(output: Path, jobs, quotas, mix, media_errors, retry, client, num_
     outcomes = Counter()
     kinds = Counter()
     for name in ("train.jsonl", "rejected.jsonl"):
-        for row in _read_jsonl(output / name):
+        for row in read_jsonl(output / name):
             if row["id"] in planned:
                 outcomes[(planned[row["id"]], name)] += 1
                 kinds.update([row["kind"]] if name == "rejected.jsonl" else [])

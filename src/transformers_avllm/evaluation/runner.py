@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..jsonl import append_jsonl, read_jsonl
 from ..processing.media_avllm import MediaError, load_audio, probe_media
 from .judges import Judge
 from .metrics import (
@@ -60,17 +61,12 @@ def record_key(condition: str, sample_id: str) -> str:
 
 
 def read_records(path: str | Path | None) -> dict[str, dict]:
-    """Records of a results jsonl by key (the last line of a key wins; a torn last line is ignored)."""
-    records = {}
-    if path is None or not Path(path).is_file():
-        return records
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-            records[record_key(record["condition"], record["id"])] = record
-        except (ValueError, KeyError, TypeError):
-            continue
-    return records
+    """Records of a results jsonl by key (the last line of a key wins; a torn line is ignored)."""
+    return {
+        record_key(record["condition"], record["id"]): record
+        for record in read_jsonl(path)
+        if "condition" in record and "id" in record
+    }
 
 
 def is_done(record: dict | None) -> bool:
@@ -86,27 +82,6 @@ def _shards(output: Path) -> list[Path]:
     return sorted(output.parent.glob(f"{output.name}.rank*"))
 
 
-def _ends_mid_line(path: Path) -> bool:
-    if not path.is_file() or path.stat().st_size == 0:
-        return False
-    with open(path, "rb") as handle:
-        handle.seek(-1, os.SEEK_END)
-        return handle.read(1) != b"\n"
-
-
-def append_records(path: Path | None, records: list[dict]) -> None:
-    if path is None or not records:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torn = _ends_mid_line(path)
-    with open(path, "a", encoding="utf-8") as handle:
-        if torn:  # the last line was cut by an interrupted write: start on a fresh line
-            handle.write("\n")
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        handle.flush()
-
-
 def merge_shards(output: str | Path) -> int:
     """Appends the per-rank shard files' finished records that `output` lacks, then deletes the shards; returns how
     many records were added. Run by rank 0 once every rank is done."""
@@ -118,7 +93,7 @@ def merge_shards(output: str | Path) -> int:
             if key not in merged or (is_done(record) and not is_done(merged[key])):
                 merged[key] = record
                 added.append(record)
-    append_records(output, added)
+    append_jsonl(output, added)
     for shard in _shards(output):
         shard.unlink()
     return len(added)
@@ -300,7 +275,8 @@ def generate_records(
                     else:
                         records[sample.id].update(next(answered))
             records = list(records.values())
-            append_records(path, records)
+            if path is not None:
+                append_jsonl(path, records)
             new.update((record_key(record["condition"], record["id"]), record) for record in records)
             bar.update(len(batch))
         bar.close()

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..processing.media_avllm import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a")
 SHORT_ANSWER_HINT = "Answer the question using a single word or phrase."
 MC_HINT = "Answer with the option's letter from the given choices directly."
 CAPTION_PROMPT = "Describe the audio in one sentence."

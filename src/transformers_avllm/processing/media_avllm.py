@@ -41,6 +41,9 @@ __all__ = [
     "split_audio_segments",
 ]
 
+# File endings of the containers the loaders are used on (anything FFmpeg opens works when named directly).
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac")
 MAX_NUM_FRAMES = 10_000
 MAX_SIDE = 8192  # largest requested output side
 MAX_FRAME_PIXELS = 16384 * 16384  # largest coded frame a file may declare
