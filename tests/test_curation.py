@@ -39,6 +39,7 @@ from transformers import (
     WhisperForConditionalGeneration,
     WhisperProcessor,
     WhisperTokenizerFast,
+    pipeline,
 )
 from trl import SFTConfig
 
@@ -430,10 +431,12 @@ def test_contexts_from_tiny_perception_models(media, checkpoints, perception):
     tone = describe_media(media / "tone.wav", media, perception, num_segments=3)
     assert tone.sample_types == ("audio",) and tone.frames == [] and len(tone.segments) == 3
 
-    # an audio classifier (AST) instead of zero-shot CLAP, and what is said (Whisper)
+    # an audio classifier (AST, handed over as a ready pipeline) instead of zero-shot CLAP, and what is said (Whisper)
+    classifier = pipeline("audio-classification", model=checkpoints["ast"])
     listening = Perception(
-        tagger=AudioTagger(checkpoints["ast"], top_k=2), transcriber=SpeechTranscriber(checkpoints["whisper"])
+        tagger=AudioTagger(classifier, top_k=2), transcriber=SpeechTranscriber(checkpoints["whisper"])
     )
+    assert not listening.tagger.zero_shot and listening.tagger.pipe is classifier
     heard = describe_media(media / "park" / "birds.mp4", media, listening, num_segments=2)
     assert heard.sample_types == ("audio",)  # no captioner: the frames are not described
     said = "hello|world|the|dog|is|barking"

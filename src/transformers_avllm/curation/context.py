@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from transformers import AutoConfig, pipeline
+from transformers import AutoConfig, Pipeline, pipeline
 
 from ..processing.media_avllm import load_audio, load_video, probe_media, split_audio_segments
 
@@ -58,9 +58,15 @@ class MediaContext:
         return asdict(self)
 
 
-def _pipeline(task: str, model, device):
-    """A transformers pipeline from a model id / folder, or the given pipeline itself."""
-    return model if callable(model) and not isinstance(model, str) else pipeline(task, model=model, device=device)
+def _pipeline(task: str, model, device) -> Pipeline:
+    """A transformers pipeline from a model id, a folder or a loaded model; a given pipeline as it is."""
+    return model if isinstance(model, Pipeline) else pipeline(task, model=model, device=device)
+
+
+def _model_type(model) -> str:
+    if isinstance(model, (str, Path)):
+        return AutoConfig.from_pretrained(model).model_type
+    return (model.model if isinstance(model, Pipeline) else model).config.model_type
 
 
 class FrameCaptioner:
@@ -126,12 +132,7 @@ class AudioTagger:
     labels of any audio classifier (e.g. AST fine-tuned on AudioSet). Keeps the `top_k` labels with their scores."""
 
     def __init__(self, model=DEFAULT_AUDIO_TAGGER, labels: list[str] | None = None, top_k: int = 3, device=None):
-        model_type = (
-            model.model.config.model_type
-            if not isinstance(model, str)
-            else AutoConfig.from_pretrained(model).model_type
-        )
-        self.zero_shot = model_type in ZERO_SHOT_AUDIO_MODELS
+        self.zero_shot = _model_type(model) in ZERO_SHOT_AUDIO_MODELS
         task = "zero-shot-audio-classification" if self.zero_shot else "audio-classification"
         self.pipe = _pipeline(task, model, device)
         self.labels = labels or read_labels(AUDIO_LABELS_FILE)
