@@ -322,9 +322,10 @@ def curate(
                 "rejected.jsonl", {**base, "kind": reply.error_kind, "reason": reply.error, "reply": reply.raw}
             )
             return
+        identity = fingerprint(reply.value)
         with lock:
-            duplicate = fingerprint(reply.value) in fingerprints
-            fingerprints.add(fingerprint(reply.value))
+            duplicate = identity in fingerprints
+            fingerprints.add(identity)
         if duplicate:
             reason = "the same conversation as an accepted sample"
             writer.append("rejected.jsonl", {**base, "kind": "duplicate", "reason": reason, "reply": reply.raw})
