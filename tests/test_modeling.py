@@ -124,7 +124,7 @@ def test_audio_tokens_per_segment_and_mlp_projector():
     model = build(audio="whisper", audio_tokens_per_segment=5, audio_projector_type="mlp2x_gelu")
     assert model.config.num_audio_tokens == 2 * 5
     batch, _ = random_rows(model.config, ["audio", "av"])
-    assert model(**batch).audio_hidden_states.shape == (2, 10, 32)
+    assert model(**batch).audio_outputs.pooler_output.shape == (2, 10, 32)
 
 
 @pytest.mark.parametrize("vision,audio,text", [("clip", "clap", "llama"), ("siglip", "whisper", "qwen2")])
@@ -238,7 +238,7 @@ def test_gradient_checkpointing_gives_same_gradients():
     for checkpointing in (False, True):
         model = build().train()
         if checkpointing:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable()
         model(**batch, labels=batch["input_ids"]).loss.backward()
         grads.append(model.model.video_connector.temporal_projector.weight.grad)
     torch.testing.assert_close(grads[0], grads[1])

@@ -6,6 +6,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .compat_avllm import INSTALLED_TRANSFORMERS  # noqa: F401  (first: checks the installed transformers release)
 from .connectors_avllm import VIDEO_CONNECTORS
 
 # Vision towers whose hidden states start with a [CLS] token (SigLIP has none).

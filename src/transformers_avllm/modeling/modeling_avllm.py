@@ -6,10 +6,18 @@ import torch
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import slice_logits_to_keep
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
+from .compat_avllm import (
+    CACHE_NAME,
+    MultimodalBaseModelOutputWithPast,
+    MultimodalCausalLMOutputWithPast,
+    accepts_past_key_values,
+)
 from .configuration_avllm import AVLlmConfig
 from .connectors_avllm import VIDEO_CONNECTORS, AVLlmAudioProjector
 from .towers_avllm import audio_segment_shape, audio_token_sequence, audio_width, build_tower, vision_frame_features
@@ -33,32 +41,21 @@ class AVLlmPlaceholderMismatchError(ValueError):
 
 
 @dataclass
-class AVLlmModelOutputWithPast(BaseModelOutputWithPast):
+class AVLlmModelOutputWithPast(MultimodalBaseModelOutputWithPast):
     r"""
-    image_hidden_states / video_hidden_states / audio_hidden_states (`torch.FloatTensor`, *optional*):
-        Projected features `(num_items, tokens_per_item, hidden_size)` scattered into the placeholder positions.
+    The language model's outputs, plus `image_outputs` / `video_outputs` / `audio_outputs`: what `get_image_features`
+    / `get_video_features` / `get_audio_features` returned for the batch's media (`pooler_output`: the projected
+    features `(num_items, tokens_per_item, hidden_size)` scattered into the placeholder positions).
     """
-
-    image_hidden_states: torch.FloatTensor | None = None
-    video_hidden_states: torch.FloatTensor | None = None
-    audio_hidden_states: torch.FloatTensor | None = None
 
 
 @dataclass
-class AVLlmCausalLMOutputWithPast(ModelOutput):
+class AVLlmCausalLMOutputWithPast(MultimodalCausalLMOutputWithPast):
     r"""
     loss (`torch.FloatTensor` of shape `(1,)`, *optional*): language-modelling loss when `labels` are given.
     logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`).
+    image_outputs / video_outputs / audio_outputs: as in `AVLlmModelOutputWithPast`.
     """
-
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor] | None = None
-    attentions: tuple[torch.FloatTensor] | None = None
-    image_hidden_states: torch.FloatTensor | None = None
-    video_hidden_states: torch.FloatTensor | None = None
-    audio_hidden_states: torch.FloatTensor | None = None
 
 
 class AVLlmPreTrainedModel(PreTrainedModel):
@@ -66,7 +63,6 @@ class AVLlmPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("image", "video", "audio", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -211,6 +207,7 @@ class AVLlmModel(AVLlmPreTrainedModel):
         return inputs_embeds.masked_scatter(mask, features)
 
     @can_return_tuple
+    @accepts_past_key_values
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -219,10 +216,10 @@ class AVLlmModel(AVLlmPreTrainedModel):
         input_features: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         mm_token_type_ids: torch.LongTensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> AVLlmModelOutputWithPast:
         r"""
         pixel_values (`(num_images, 3, H, W)`): images, each filling `num_image_tokens` image placeholders.
@@ -242,36 +239,36 @@ class AVLlmModel(AVLlmPreTrainedModel):
         # whose batches carry different modalities still call the same modules in the same order (ZeRO-3 gathers
         # parameters module by module as they run).
         touch_absent = self.config.touch_absent_modalities and self.training
-        image_features = video_features = audio_features = None
+        image_outputs = video_outputs = audio_outputs = None
         if pixel_values is not None:
-            image_features = self.get_image_features(pixel_values).pooler_output
-            inputs_embeds = self._merge(input_ids, inputs_embeds, "image", image_features, mm_token_type_ids)
+            image_outputs = self.get_image_features(pixel_values)
+            inputs_embeds = self._merge(
+                input_ids, inputs_embeds, "image", image_outputs.pooler_output, mm_token_type_ids
+            )
         if pixel_values_videos is not None:
-            video_features = self.get_video_features(pixel_values_videos).pooler_output
-            inputs_embeds = self._merge(input_ids, inputs_embeds, "video", video_features, mm_token_type_ids)
-        if touch_absent and image_features is None and video_features is None:
+            video_outputs = self.get_video_features(pixel_values_videos)
+            inputs_embeds = self._merge(
+                input_ids, inputs_embeds, "video", video_outputs.pooler_output, mm_token_type_ids
+            )
+        if touch_absent and image_outputs is None and video_outputs is None:
             inputs_embeds = self._touch_absent_branch(inputs_embeds, "vision")
         if input_features is not None:
-            audio_features = self.get_audio_features(input_features).pooler_output
-            inputs_embeds = self._merge(input_ids, inputs_embeds, "audio", audio_features, mm_token_type_ids)
+            audio_outputs = self.get_audio_features(input_features)
+            inputs_embeds = self._merge(
+                input_ids, inputs_embeds, "audio", audio_outputs.pooler_output, mm_token_type_ids
+            )
         elif touch_absent:
             inputs_embeds = self._touch_absent_branch(inputs_embeds, "audio")
 
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
+            **{CACHE_NAME: cache},
             **kwargs,
         )
         return AVLlmModelOutputWithPast(
-            last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            image_hidden_states=image_features,
-            video_hidden_states=video_features,
-            audio_hidden_states=audio_features,
+            **outputs, image_outputs=image_outputs, video_outputs=video_outputs, audio_outputs=audio_outputs
         )
 
 
@@ -305,6 +302,7 @@ class AVLlmForConditionalGeneration(AVLlmPreTrainedModel, GenerationMixin):
         return self.model.get_audio_features(input_features, **kwargs)
 
     @can_return_tuple
+    @accepts_past_key_values
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -313,12 +311,12 @@ class AVLlmForConditionalGeneration(AVLlmPreTrainedModel, GenerationMixin):
         input_features: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         mm_token_type_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> AVLlmCausalLMOutputWithPast:
         r"""
         labels (`(batch_size, sequence_length)`, *optional*): next-token targets; -100 is ignored (prompt, padding and
@@ -331,7 +329,7 @@ class AVLlmForConditionalGeneration(AVLlmPreTrainedModel, GenerationMixin):
             input_features=input_features,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             mm_token_type_ids=mm_token_type_ids,
             **kwargs,
@@ -345,12 +343,12 @@ class AVLlmForConditionalGeneration(AVLlmPreTrainedModel, GenerationMixin):
         return AVLlmCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            image_hidden_states=outputs.image_hidden_states,
-            video_hidden_states=outputs.video_hidden_states,
-            audio_hidden_states=outputs.audio_hidden_states,
+            image_outputs=outputs.image_outputs,
+            video_outputs=outputs.video_outputs,
+            audio_outputs=outputs.audio_outputs,
         )
 
 
