@@ -58,7 +58,7 @@ def samples_per_second(model, processor, dataset, collator, args) -> float:
         report_to=[],
         logging_steps=args.steps,
         save_strategy="no",
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         learning_rate=1e-4,
         disable_tqdm=True,
     )

@@ -1,7 +1,11 @@
 """Run in a fresh Python process where `transformers_avllm` cannot be imported: load an exported folder with
-`trust_remote_code=True` and print greedy generations (JSON) for a clip, as a Hub user would get them."""
+`trust_remote_code=True` and print greedy generations (JSON) for a clip, as a Hub user would get them.
+
+`AVLLM_FAKE_TRANSFORMERS_VERSION=5.22.0` makes the process report that transformers version to the remote code (to
+check the version guard without installing an old release)."""
 
 import json
+import os
 import sys
 
 
@@ -14,6 +18,11 @@ class _BlockPackage:
 sys.meta_path.insert(0, _BlockPackage())
 
 from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor  # noqa: E402
+
+# Importing from transformers may replace its lazy module in sys.modules: set and read the version there.
+transformers = sys.modules["transformers"]
+if os.environ.get("AVLLM_FAKE_TRANSFORMERS_VERSION"):
+    transformers.__version__ = os.environ["AVLLM_FAKE_TRANSFORMERS_VERSION"]
 
 
 def main(folder: str, clip: str, audio: str) -> None:
@@ -39,6 +48,7 @@ def main(folder: str, clip: str, audio: str) -> None:
                 "model_module": type(model).__module__,
                 "processor_module": type(processor).__module__,
                 "base_class": type(base).__name__,
+                "transformers": transformers.__version__,
             }
         )
     )

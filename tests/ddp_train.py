@@ -128,7 +128,7 @@ def main():
         use_cpu=True,
         bf16=False,
         report_to=[],
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         save_strategy="no",
         seed=0,
         lr_scheduler_type="constant",

@@ -2,12 +2,15 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from huggingface_hub import HfApi, ModelCard
 from media_fixtures import write_audio, write_video
 from peft import LoraConfig, get_peft_model
@@ -54,7 +57,28 @@ def exported(tmp_path_factory):
     return folder, model, processor, media
 
 
-def test_clean_process_loads_with_remote_code_and_generates_the_same_tokens(exported, tmp_path):
+# Interpreters a Hub user might load the folder with: this environment, and (in CI, `.ci/run`) a second virtual
+# environment holding the floor of the tested transformers window.
+INTERPRETERS = {"this": sys.executable, "floor": os.environ.get("AVLLM_FLOOR_PYTHON")}
+
+
+def run_clean_process(folder, media, tmp_path, python=sys.executable, **env_vars):
+    """Runs tests/clean_process_generate.py (the package blocked, the Hub offline) and returns the process."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", **env_vars}
+    script = Path(__file__).with_name("clean_process_generate.py")
+    return subprocess.run(
+        [python, str(script), str(folder), str(media["clip"]), str(media["audio"])],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("interpreter", sorted(INTERPRETERS))
+def test_clean_process_loads_with_remote_code_and_generates_the_same_tokens(exported, tmp_path, interpreter):
+    if INTERPRETERS[interpreter] is None:
+        pytest.skip("set AVLLM_FLOOR_PYTHON to a Python whose environment holds the window's floor (.ci/run does)")
     folder, model, processor, media = exported
     conversations = [
         [
@@ -72,21 +96,38 @@ def test_clean_process_loads_with_remote_code_and_generates_the_same_tokens(expo
     ]
     inputs = processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=True, return_dict=True)
     expected = model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False).tolist()
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    script = Path(__file__).with_name("clean_process_generate.py")
-    result = subprocess.run(
-        [sys.executable, str(script), str(folder), str(media["clip"]), str(media["audio"])],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    result = run_clean_process(folder, media, tmp_path, python=INTERPRETERS[interpreter])
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["model_module"].startswith("transformers_modules.")
     assert report["processor_module"].startswith("transformers_modules.")
     assert report["base_class"] == "AVLlmModel"
     assert report["tokens"] == expected
+    if interpreter == "floor":
+        assert report["transformers"] == floor_release() + ".0"
+
+
+def floor_release() -> str:
+    """The window's floor as pyproject.toml declares it (`transformers>=5.23,...` -> "5.23")."""
+    dependencies = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    spec = next(dep for dep in dependencies if dep.startswith("transformers"))
+    return re.search(r">=([\d.]+)", spec).group(1)
+
+
+def test_exported_folder_records_its_transformers_version_and_window(exported):
+    folder = exported[0]
+    assert json.loads((folder / "config.json").read_text())["transformers_version"] == transformers.__version__
+    shipped = (folder / "compat_avllm.py").read_text()
+    assert f"TRANSFORMERS_FLOOR = ({floor_release().replace('.', ', ')})" in shipped
+
+
+def test_clean_process_below_the_floor_names_both_versions(exported, tmp_path):
+    folder, _, _, media = exported
+    result = run_clean_process(folder, media, tmp_path, AVLLM_FAKE_TRANSFORMERS_VERSION="5.22.0")
+    assert result.returncode != 0, result.stdout[-2000:]
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "AVLlmTransformersVersionError" in last_line
+    assert f"needs transformers >= {floor_release()}, but transformers 5.22.0 is installed" in last_line
 
 
 def test_folder_is_self_contained_and_pickle_free(exported):

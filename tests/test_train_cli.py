@@ -52,7 +52,7 @@ def workspace(tmp_path_factory):
         "logging_steps": 1,
         "use_cpu": True,
         "bf16": False,
-        "gradient_checkpointing": False,
+        "activation_checkpointing": False,
         "report_to": [],
         "save_strategy": "no",
     }

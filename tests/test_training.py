@@ -71,7 +71,7 @@ def sft_config(tmp_path, **overrides):
         use_cpu=True,
         bf16=False,
         report_to=[],
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         save_strategy="no",
         seed=0,
         lr_scheduler_type="constant",

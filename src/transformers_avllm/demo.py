@@ -117,7 +117,7 @@ def _train_stage(
         report_to=[],
         logging_steps=10,
         save_strategy="no",
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         seed=0,
         **{**stage_defaults(stage), "learning_rate": learning_rate, "num_train_epochs": 1},
     )

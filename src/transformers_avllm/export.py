@@ -8,6 +8,7 @@ from .modeling import AVLlmForConditionalGeneration
 from .processing import AVLlmProcessor
 
 CODE_FILES = {
+    "compat_avllm.py",
     "configuration_avllm.py",
     "connectors_avllm.py",
     "towers_avllm.py",
