@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from model_inputs import random_rows
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -17,8 +18,8 @@ from transformers_avllm import (
     AVLlmModel,
     AVLlmPlaceholderMismatchError,
 )
-from transformers_avllm.modeling.towers_avllm import audio_segment_shape
-from transformers_avllm.tiny import AUDIO_TOKEN_ID, VIDEO_TOKEN_ID, random_rows, tiny_config
+from transformers_avllm.models.avllm import tower_family
+from transformers_avllm.tiny import AUDIO_TOKEN_ID, VIDEO_TOKEN_ID, tiny_config
 
 TOWER_PAIRS = [
     ("clip", "clap", "llama"),
@@ -31,9 +32,11 @@ TOWER_PAIRS = [
 ]
 
 
-def build(seed=0, **kwargs):
+def build(seed=0, touch_absent_modalities=False, **kwargs):
     torch.manual_seed(seed)
-    return AVLlmForConditionalGeneration(tiny_config(**kwargs)).eval()
+    model = AVLlmForConditionalGeneration(tiny_config(**kwargs)).eval()
+    model.model.touch_absent_modalities = touch_absent_modalities
+    return model
 
 
 def rows_for(vision, audio):
@@ -90,7 +93,8 @@ def test_avllm_connector_paper_token_counts():
     model = AVLlmForConditionalGeneration(config).eval()
     assert (config.num_video_tokens, config.num_audio_tokens) == (32 + 256, 4)
     video = model.get_video_features(torch.randn(1, 32, 3, 64, 64)).pooler_output
-    audio = model.get_audio_features(torch.randn(1, 4, *audio_segment_shape(config.audio_config))).pooler_output
+    segment_shape = tower_family(config.audio_config).input_shape(config.audio_config)
+    audio = model.get_audio_features(torch.randn(1, 4, *segment_shape)).pooler_output
     assert video.shape == (1, 288, 32) and audio.shape == (1, 4, 32)
     assert config.num_image_tokens == 1 + 256
 

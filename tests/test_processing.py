@@ -12,7 +12,7 @@ from PIL import Image
 from transformers import AutoProcessor
 
 from transformers_avllm import AVLlmForConditionalGeneration, AVLlmProcessor, MediaNotFoundError, MissingStreamError
-from transformers_avllm.modeling.towers_avllm import audio_segment_shape
+from transformers_avllm.models.avllm import tower_family
 from transformers_avllm.tiny import build_processor, build_tokenizer, tiny_config
 
 WORDS = ["what", "is", "it", "?", "a", "dog", "barks", "red", "square"]
@@ -117,7 +117,7 @@ def test_processor_and_model_answer_end_to_end(media, connector, vision, audio):
         user(text("what is it ?")),
     ]
     inputs = processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=True, return_dict=True)
-    expected_shape = audio_segment_shape(config.audio_config)
+    expected_shape = tower_family(config.audio_config).input_shape(config.audio_config)
     assert inputs["input_features"].ndim == 2 + len(expected_shape)
     assert (inputs["attention_mask"][:, -1] == 1).all(), "left padding for generation"
     rows = [sorted(set(r.tolist()) - {0}) for r in inputs["mm_token_type_ids"]]
