@@ -178,6 +178,16 @@ def test_model_card_metadata(exported):
     assert "pretrain" in card.text and "learning_rate: 0.002" in card.text
 
 
+def test_reexport_keeps_the_base_models_of_the_card(exported, tmp_path):
+    model = AVLlmForConditionalGeneration.from_pretrained(exported[0])
+    folder = export_pretrained(model, exported[2], tmp_path / "again", repo_id="org/again")
+    assert ModelCard.load(folder / "README.md").data.base_model == [
+        "openai/clip-vit-large-patch14",
+        "lmsys/vicuna-7b-v1.5",
+    ]
+    assert "https://github.com/" not in (folder / "README.md").read_text()
+
+
 def test_push_to_hub_uploads_the_folder_with_huggingface_hub(exported, monkeypatch):
     folder = exported[0]
     calls = []

@@ -1,5 +1,7 @@
 """AVLlm model: Auto classes, save/load, connectors, per-sample modality, generation."""
 
+import json
+
 import pytest
 import torch
 from model_inputs import random_rows
@@ -195,6 +197,13 @@ def test_touch_absent_modalities_reaches_every_trainable_parameter():
     model_on, model_off = build(touch_absent_modalities=True).train(), build().train()
     batch, _ = random_rows(model_on.config, ["audio"])
     torch.testing.assert_close(model_on(**batch).logits, model_off(**batch).logits)
+
+
+def test_the_zero_weighted_pass_is_a_switch_of_the_run_not_saved_with_the_model(tmp_path):
+    model = build(touch_absent_modalities=True)
+    model.save_pretrained(tmp_path)
+    assert "touch_absent_modalities" not in json.loads((tmp_path / "config.json").read_text())
+    assert AVLlmForConditionalGeneration.from_pretrained(tmp_path).model.touch_absent_modalities is False
 
 
 @pytest.mark.parametrize("rows", [["video", "audio"], ["audio"], ["video"], ["text"], ["image", "av"]])

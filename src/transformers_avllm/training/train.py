@@ -13,6 +13,7 @@ from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
 from ..components import from_pretrained_components
 from ..export import build_model_card, export_pretrained, recorded_base_models
+from ..models.avllm import AUDIO_VISUAL, SAMPLE_TYPES
 from .collator import AVLlmDataCollator
 from .data import load_av_dataset, mix_modalities, modality_view
 from .stages import STAGES, apply_stage, stage_defaults
@@ -33,8 +34,8 @@ class AVLlmArguments:
     num_audio_segments: int = 4
     audio_tokens_per_segment: int = 1
     modalities: list[str] = field(
-        default_factory=lambda: ["audio_visual"],
-        metadata={"help": "modality views of the dataset to mix (visual, audio, audio_visual): >1 is MAT"},
+        default_factory=lambda: [AUDIO_VISUAL],
+        metadata={"help": f"modality views of the dataset to mix (of {', '.join(SAMPLE_TYPES)}): >1 is MAT"},
     )
     modality_probabilities: list[float] | None = field(default=None, metadata={"help": "sampling weight per view"})
     media_root: str | None = field(default=None, metadata={"help": "folder that relative media paths start from"})
