@@ -139,8 +139,8 @@ class AVLlmProcessor(ProcessorMixin):
         """A processor whose placeholder counts match the model `config` (an `AVLlmConfig`); an absent tower's
         preprocessor defaults to an unused default instance. `kwargs` go to `__init__`."""
         return cls(
-            image_processor=image_processor or CLIPImageProcessor(),
-            feature_extractor=feature_extractor or WhisperFeatureExtractor(),
+            image_processor=CLIPImageProcessor() if image_processor is None else image_processor,
+            feature_extractor=WhisperFeatureExtractor() if feature_extractor is None else feature_extractor,
             tokenizer=tokenizer,
             num_frames=config.num_frames,
             num_audio_segments=config.num_audio_segments,
