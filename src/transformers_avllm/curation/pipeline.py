@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..jsonl import append_jsonl, read_jsonl
 from ..llm_client import ChatClient, MalformedReply, ReplyCache
-from ..processing.media_avllm import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, MediaError
+from ..models.avllm import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, MediaError
 from .context import MediaContext, Perception, describe_media
 from .templates import SAMPLE_TYPES, TASKS, load_templates
 

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..jsonl import append_jsonl, read_jsonl
-from ..processing.media_avllm import MediaError, load_audio, probe_media
+from ..models.avllm import MediaError, load_audio, probe_media
 from .judges import Judge
 from .metrics import (
     cider_d,

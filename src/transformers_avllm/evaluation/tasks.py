@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..processing.media_avllm import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+from ..models.avllm import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
