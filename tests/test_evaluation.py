@@ -28,7 +28,7 @@ from transformers import LlamaForCausalLM
 
 import transformers_avllm.evaluation.judges as judges_module
 import transformers_avllm.evaluation.metrics as metrics_module
-import transformers_avllm.evaluation.runner as runner_module
+import transformers_avllm.evaluation.scoring as scoring_module
 import transformers_avllm.llm_client as llm_client_module
 from transformers_avllm import AVLlmForConditionalGeneration
 from transformers_avllm.cli import main as cli_main
@@ -51,15 +51,10 @@ from transformers_avllm.evaluation import (
     spice_status,
     tokenize_caption,
 )
+from transformers_avllm.evaluation.benchmarks.audio import CAPTION_PROMPT, TUT2017_LABELS, TUT2017_QUESTION
+from transformers_avllm.evaluation.benchmarks.audio_visual import AVSSD_QUESTION
 from transformers_avllm.evaluation.judges import MalformedJudgement, judge_messages
-from transformers_avllm.evaluation.tasks import (
-    AVSSD_QUESTION,
-    CAPTION_PROMPT,
-    MC_HINT,
-    SHORT_ANSWER_HINT,
-    TUT2017_LABELS,
-    TUT2017_QUESTION,
-)
+from transformers_avllm.evaluation.tasks import MC_HINT, SHORT_ANSWER_HINT
 from transformers_avllm.export import build_model_card, export_pretrained
 from transformers_avllm.llm_client import LLMUnavailable
 from transformers_avllm.tiny import build_processor, build_tokenizer, tiny_config
@@ -1155,8 +1150,8 @@ def test_spider_is_the_mean_of_cider_and_spice_when_spice_runs(tmp_path, media, 
         calls.append((candidates, references))
         return 0.25, dict.fromkeys(candidates, 0.25)
 
-    monkeypatch.setattr(runner_module, "spice_status", lambda: (True, "available"))
-    monkeypatch.setattr(runner_module, "spice", fake_spice)
+    monkeypatch.setattr(scoring_module, "spice_status", lambda: (True, "available"))
+    monkeypatch.setattr(scoring_module, "spice", fake_spice)
     data, media_root, _ = build_case("clotho", tmp_path / "data", media)
     captions = iter(CLOTHO_PREDICTIONS)
     model = scripted("clotho", data, media_root, lambda *row: next(captions), CLOTHO_PREDICTIONS)
