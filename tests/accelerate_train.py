@@ -10,19 +10,16 @@ REPORT_DIR/rank{N}.json: the distributed type and model wrapper the trainer got,
 carried, the logged losses, and for each part of the model the checksum of its full parameters (gathered from the
 shards) and how many of their elements this rank holds.
 
+The worker creates the gloo process group itself, with a timeout (`--timeout`), as tests/ddp_train.py does:
+transformers gives `ddp_timeout` to the process group only on accelerators. The recipe sets `use_cpu: true` and
+`accelerator_config: {use_configured_state: true}`, so that the trainer keeps this state.
+
 FSDP on CPU: accelerate 1.15 takes the FSDP plugin only when the process group runs on an accelerator
 (`AcceleratorState` switches MULTI_GPU, MULTI_XPU, ... to FSDP, never MULTI_CPU), so `accelerate launch --config_file
-recipes/accelerate/fsdp.yaml` of a `use_cpu: true` recipe silently trains with DDP. For FSDP this worker creates the
-gloo group itself and labels it MULTI_GPU before the trainer builds its Accelerator; the recipe sets
-`accelerator_config: {use_configured_state: true}` so that the trainer keeps that state. Everything after that is
-accelerate's and transformers' own FSDP2 path (fully_shard of the decoder layers and the root, FULL_STATE_DICT saving,
-checkpoint resuming), on CPU tensors.
-
-DeepSpeed on CPU (DS_ACCELERATOR=cpu) needs no label: the recipe leaves `use_cpu` off and sets `ddp_backend: gloo`,
-and accelerate starts DeepSpeed's process group with gloo on the CPU device.
-
-For DDP and FSDP the worker creates the gloo group with a timeout (`--timeout`), as tests/ddp_train.py does, because
-transformers gives `ddp_timeout` to the process group only on accelerators.
+recipes/accelerate/fsdp.yaml` of a `use_cpu: true` recipe silently trains with DDP. For FSDP the worker therefore
+labels its CPU process group MULTI_GPU before the trainer builds its Accelerator. Everything after that is accelerate's
+and transformers' own FSDP2 path (fully_shard of the decoder layers and the root, FULL_STATE_DICT saving, checkpoint
+resuming), on CPU tensors. DeepSpeed (DS_ACCELERATOR=cpu) needs no label: accelerate starts it on the gloo group.
 """
 
 import argparse
@@ -109,10 +106,9 @@ def main():
     split = sys.argv.index("--")  # the `avllm train` arguments follow
     cli, train_args = parser.parse_args(sys.argv[1:split]), sys.argv[split + 1 :]
 
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false") != "true":
-        state = PartialState(cpu=True, backend="gloo", timeout=timedelta(seconds=cli.timeout))
-        if os.environ.get("ACCELERATE_USE_FSDP", "false") == "true":
-            state.distributed_type = DistributedType.MULTI_GPU  # so that AcceleratorState takes the FSDP plugin
+    state = PartialState(cpu=True, backend="gloo", timeout=timedelta(seconds=cli.timeout))
+    if os.environ.get("ACCELERATE_USE_FSDP", "false") == "true":
+        state.distributed_type = DistributedType.MULTI_GPU  # so that AcceleratorState takes the FSDP plugin
     train_module.AVLlmDataCollator = RecordingCollator
     if cli.no_touch:
         train_module.AVLlmSFTTrainer = UntouchedTrainer

@@ -191,10 +191,8 @@ def test_fsdp_config_wraps_only_the_llm_decoder_layers():
 # `avllm train` under `accelerate launch` with the shipped configs, through tests/accelerate_train.py.
 
 RECIPE_STEPS = 4  # optimizer steps of the stage-2 runs; the training file holds exactly this many
-# The process group and state that tests/accelerate_train.py creates for DDP and FSDP (CPU, gloo), kept by the trainer.
+# The trainer keeps the CPU (gloo) process group and state that tests/accelerate_train.py creates.
 CPU_PROCESSES = {"use_cpu": True, "accelerator_config": {"use_configured_state": True}}
-# DeepSpeed (DS_ACCELERATOR=cpu): accelerate starts it only without `use_cpu`; its process group then runs gloo.
-DEEPSPEED_PROCESSES = {"ddp_backend": "gloo"}
 
 
 @pytest.fixture(scope="module")
@@ -331,6 +329,7 @@ def fsdp_runs(recipe_workspace) -> dict[str, dict[int, dict]]:
 def test_fsdp_two_stages_train_with_a_rank_that_never_sees_audio(fsdp_runs, recipe_workspace):
     folder = recipe_workspace
     assert_trained_with_a_rank_without_audio(fsdp_runs["ddp-pretrain"], "MULTI_CPU", "DistributedDataParallel")
+    assert_ranks_agree_with_the_saved_model(fsdp_runs["ddp-pretrain"], folder / "ddp-pretrain", sharded=False)
     for name in ("fsdp-pretrain", "fsdp-sft", "fsdp-resumed"):
         assert_trained_with_a_rank_without_audio(fsdp_runs[name], "FSDP", "FSDPAVLlmForConditionalGeneration")
         assert_ranks_agree_with_the_saved_model(fsdp_runs[name], folder / name, sharded=True)
@@ -400,9 +399,9 @@ def zero_runs(recipe_workspace, components, deepspeed_env) -> dict[str, dict[int
     """The shipped recipes' plan: stage `pretrain` assembled from components under ZeRO-2, then stage `sft` from its
     output under ZeRO-3 with a checkpoint at step 2, then that `sft` resumed from the checkpoint."""
     folder = recipe_workspace
-    pretrain = dict(stage="pretrain", max_steps=2, **components, **DEEPSPEED_PROCESSES)
+    pretrain = dict(stage="pretrain", max_steps=2, **components, **CPU_PROCESSES)
     sft = dict(stage="sft", model_name_or_path=str(folder / "zero2-pretrain"), max_steps=RECIPE_STEPS)
-    sft.update(learning_rate=1e-3, **DEEPSPEED_PROCESSES)
+    sft.update(learning_rate=1e-3, **CPU_PROCESSES)
     checkpoint = str(folder / "zero3-sft" / "checkpoint-2")
     return {
         "zero2-pretrain": train_recipe("zero2.yaml", folder, "zero2-pretrain", env=deepspeed_env, **pretrain),
@@ -434,14 +433,14 @@ def test_zero3_resumed_run_matches_the_uninterrupted_run(zero_runs, recipe_works
 def test_zero3_cannot_assemble_a_model_from_components(recipe_workspace, components, deepspeed_env):
     """With zero3.yaml (zero3_init_flag: false) from_pretrained still partitions each component, leaving empty
     tensors to copy into the assembled model: why stage 1 runs under ZeRO-2."""
-    pretrain = dict(stage="pretrain", max_steps=2, **components, **DEEPSPEED_PROCESSES)
+    pretrain = dict(stage="pretrain", max_steps=2, **components, **CPU_PROCESSES)
     code, output = launch_recipe("zero3.yaml", recipe_workspace, "zero3-components", env=deepspeed_env, **pretrain)
     assert code not in (0, None), output[-6000:]
     assert re.search(r"size mismatch for \S+: copying a param with shape torch.Size\(\[0\]\)", output), output[-6000:]
 
 
 def test_zero3_refuses_export_dir_before_training(recipe_workspace, deepspeed_env):
-    sft = dict(stage="sft", model_name_or_path=str(recipe_workspace / "model"), max_steps=2, **DEEPSPEED_PROCESSES)
+    sft = dict(stage="sft", model_name_or_path=str(recipe_workspace / "model"), max_steps=2, **CPU_PROCESSES)
     export_dir = recipe_workspace / "zero3-hub"
     code, output = launch_recipe(
         "zero3.yaml", recipe_workspace, "zero3-export", env=deepspeed_env, export_dir=str(export_dir), **sft
