@@ -84,7 +84,6 @@ class RecordingCollator(train_module.AVLlmDataCollator):
             {
                 "rows": [MODALITY_NAMES[index] for index in row_modalities(mm_token_type_ids).tolist()],
                 "input_features": "input_features" in batch,
-                "pixel_values_videos": "pixel_values_videos" in batch,
                 "audio_placeholders": int((mm_token_type_ids == 3).sum()),
             }
         )
@@ -115,7 +114,7 @@ def main():
 
     trainer = train_module.train(train_args)
 
-    model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model  # DDP and DeepSpeed wrap
+    model, engine = trainer.model, trainer.model_wrapped  # engine: DDP, DeepSpeed's engine, or the FSDP2 model
     parts = {}
     for part in PARTS:
         parameters = full_parameters(model_part(model, part))
@@ -124,7 +123,6 @@ def main():
             "numel": sum(tensor.numel() for _, tensor, _ in parameters),
             "local_numel": sum(local for _, _, local in parameters),
         }
-    engine = trainer.model_wrapped
     report = {
         "rank": trainer.args.process_index,
         "world_size": trainer.args.world_size,

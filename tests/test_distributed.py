@@ -312,14 +312,15 @@ def assert_resumed_run_matches(uninterrupted: dict[int, dict], resumed: dict[int
 @pytest.fixture(scope="module")
 def fsdp_runs(recipe_workspace) -> dict[str, dict[int, dict]]:
     """Stage `pretrain` (projectors), then stage `sft` (projectors + LLM) from its output with a checkpoint at step 2,
-    then `sft` again resumed from that checkpoint; and, as the reference, the same `pretrain` under DDP."""
+    then `sft` again resumed from that checkpoint; and, as the reference, the same `pretrain` under DDP (with an
+    `export_dir`)."""
     folder = recipe_workspace
     pretrain = dict(stage="pretrain", model_name_or_path=str(folder / "model"), max_steps=2, **CPU_PROCESSES)
     sft = dict(stage="sft", model_name_or_path=str(folder / "fsdp-pretrain"), max_steps=RECIPE_STEPS)
     sft.update(learning_rate=1e-3, **CPU_PROCESSES)
-    checkpoint = str(folder / "fsdp-sft" / "checkpoint-2")
+    checkpoint, export_dir = str(folder / "fsdp-sft" / "checkpoint-2"), str(folder / "ddp-hub")
     return {
-        "ddp-pretrain": train_recipe("ddp.yaml", folder, "ddp-pretrain", **pretrain),
+        "ddp-pretrain": train_recipe("ddp.yaml", folder, "ddp-pretrain", export_dir=export_dir, **pretrain),
         "fsdp-pretrain": train_recipe("fsdp.yaml", folder, "fsdp-pretrain", **pretrain),
         "fsdp-sft": train_recipe("fsdp.yaml", folder, "fsdp-sft", save_strategy="steps", save_steps=2, **sft),
         "fsdp-resumed": train_recipe("fsdp.yaml", folder, "fsdp-resumed", resume_from_checkpoint=checkpoint, **sft),
@@ -330,6 +331,7 @@ def test_fsdp_two_stages_train_with_a_rank_that_never_sees_audio(fsdp_runs, reci
     folder = recipe_workspace
     assert_trained_with_a_rank_without_audio(fsdp_runs["ddp-pretrain"], "MULTI_CPU", "DistributedDataParallel")
     assert_ranks_agree_with_the_saved_model(fsdp_runs["ddp-pretrain"], folder / "ddp-pretrain", sharded=False)
+    assert saved_checksums(folder / "ddp-hub") == saved_checksums(folder / "ddp-pretrain")  # the main process exported
     for name in ("fsdp-pretrain", "fsdp-sft", "fsdp-resumed"):
         assert_trained_with_a_rank_without_audio(fsdp_runs[name], "FSDP", "FSDPAVLlmForConditionalGeneration")
         assert_ranks_agree_with_the_saved_model(fsdp_runs[name], folder / name, sharded=True)
@@ -397,14 +399,17 @@ def components(recipe_workspace) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def zero_runs(recipe_workspace, components, deepspeed_env) -> dict[str, dict[int, dict]]:
     """The shipped recipes' plan: stage `pretrain` assembled from components under ZeRO-2, then stage `sft` from its
-    output under ZeRO-3 with a checkpoint at step 2, then that `sft` resumed from the checkpoint."""
+    output under ZeRO-3 with a checkpoint at step 2, then that `sft` resumed from the checkpoint. The ZeRO-2 run
+    exports too."""
     folder = recipe_workspace
     pretrain = dict(stage="pretrain", max_steps=2, **components, **CPU_PROCESSES)
     sft = dict(stage="sft", model_name_or_path=str(folder / "zero2-pretrain"), max_steps=RECIPE_STEPS)
     sft.update(learning_rate=1e-3, **CPU_PROCESSES)
     checkpoint = str(folder / "zero3-sft" / "checkpoint-2")
     return {
-        "zero2-pretrain": train_recipe("zero2.yaml", folder, "zero2-pretrain", env=deepspeed_env, **pretrain),
+        "zero2-pretrain": train_recipe(
+            "zero2.yaml", folder, "zero2-pretrain", env=deepspeed_env, export_dir=str(folder / "zero2-hub"), **pretrain
+        ),
         "zero3-sft": train_recipe(
             "zero3.yaml", folder, "zero3-sft", env=deepspeed_env, save_strategy="steps", save_steps=2, **sft
         ),
@@ -422,6 +427,7 @@ def test_zero2_then_zero3_train_with_a_rank_that_never_sees_audio(zero_runs, rec
         assert_ranks_agree_with_the_saved_model(zero_runs[name], folder / name, sharded=stage == 3)
         assert_saved_with_our_remote_code(folder / name, folder / "model")
     pretrained, sft = saved_checksums(folder / "zero2-pretrain"), saved_checksums(folder / "zero3-sft")
+    assert saved_checksums(folder / "zero2-hub") == pretrained  # the main process exported
     assert changed_parts(pretrained, sft) == {"video_connector", "audio_projector", "language_model", "lm_head"}
 
 
