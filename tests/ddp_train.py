@@ -71,6 +71,15 @@ def ordered_rows(clips: list[Path], steps: int) -> list[dict]:
     return rows
 
 
+def write_clips(clip_dir: Path) -> list[Path]:
+    """The `NUM_CLIPS` one-second videos (index frames, a sine tone each) that the rows refer to."""
+    clip_dir.mkdir(parents=True, exist_ok=True)
+    clips = [clip_dir / f"clip{index}.mp4" for index in range(NUM_CLIPS)]
+    for index, clip in enumerate(clips):
+        write_video(clip, seconds=1, fps=8, audio=("aac", 300.0 + 200 * index), start_index=index * 7)
+    return clips
+
+
 def checksum(module: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
@@ -139,11 +148,7 @@ def main():
     )
     rank, world_size = args.process_index, args.world_size
     clip_dir = cli.output_dir / "clips"
-    clips = [clip_dir / f"clip{index}.mp4" for index in range(NUM_CLIPS)]
-    if rank == 0:
-        clip_dir.mkdir(parents=True, exist_ok=True)
-        for index, clip in enumerate(clips):
-            write_video(clip, seconds=1, fps=8, audio=("aac", 300.0 + 200 * index), start_index=index * 7)
+    clips = write_clips(clip_dir) if rank == 0 else [clip_dir / f"clip{index}.mp4" for index in range(NUM_CLIPS)]
     if dist.is_initialized():
         dist.barrier()
 

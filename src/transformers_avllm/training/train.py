@@ -87,6 +87,15 @@ def build_model_and_processor(model_args: ModelConfig, av_args: AVLlmArguments):
     )
 
 
+def _weight_sharding(trainer: AVLlmSFTTrainer) -> str | None:
+    """The sharding ("FSDP" or "ZeRO-3") when each of the trainer's processes holds only part of the weights."""
+    if trainer.is_fsdp_enabled:
+        return "FSDP"
+    if trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
+        return "ZeRO-3"
+    return None
+
+
 def train(argv: list[str]) -> AVLlmSFTTrainer:
     script_args, training_args, model_args, av_args = parse_train_args(argv)
     model, processor = build_model_and_processor(model_args, av_args)
@@ -121,6 +130,12 @@ def train(argv: list[str]) -> AVLlmSFTTrainer:
         data_collator=collator,
         peft_config=peft_config,
     )
+    sharding = _weight_sharding(trainer)
+    if av_args.export_dir and sharding:
+        raise SystemExit(
+            f"export_dir: {sharding} splits the weights across the processes, so no process can export them; train "
+            f"without export_dir, then: avllm export --model {training_args.output_dir} --output {av_args.export_dir}"
+        )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()
     processor.save_pretrained(training_args.output_dir)
@@ -140,8 +155,9 @@ def train(argv: list[str]) -> AVLlmSFTTrainer:
         "datasets": [script_args.dataset_name],
     }
     output_dir = Path(training_args.output_dir)
-    build_model_card(model, output_dir.name, **card).save(output_dir / "README.md")
-    if av_args.export_dir:
+    if trainer.is_world_process_zero():
+        build_model_card(model, output_dir.name, **card).save(output_dir / "README.md")
+    if av_args.export_dir and trainer.is_world_process_zero():
         trained = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
         export_pretrained(trained, processor, av_args.export_dir, **card)
     return trainer

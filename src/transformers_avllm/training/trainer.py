@@ -2,6 +2,7 @@
 
 import torch
 from peft import PeftModel
+from torch.distributed.fsdp import FSDPModule
 from trl import SFTConfig, SFTTrainer
 
 from ..models.avllm import ROW_TYPES, AVLlmProcessor, row_type_indices
@@ -52,6 +53,18 @@ class AVLlmSFTTrainer(SFTTrainer):
         if fused is not None and "mm_token_type_ids" in inputs:
             self._log_modality_losses(inputs["mm_token_type_ids"], fused)
         return result
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        # FSDP2 swaps the model's class for a generated `FSDP<Class>` subclass defined in torch; `save_pretrained`
+        # would write that class into the config's `auto_map` and copy torch's FSDP sources as the remote code instead
+        # of ours. Save under the model's own class (FSDP2 adds no state to the instance, only methods).
+        sharded_class = type(self.model)
+        if isinstance(self.model, FSDPModule):
+            self.model.__class__ = next(base for base in sharded_class.__bases__ if base is not FSDPModule)
+        try:
+            super()._save(output_dir, state_dict)
+        finally:
+            self.model.__class__ = sharded_class
 
     @torch.no_grad()
     def _log_modality_losses(self, mm_token_type_ids: torch.Tensor, outputs) -> None:
