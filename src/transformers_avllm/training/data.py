@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from datasets import Dataset, Features, IterableDataset, List, Value, concatenate_datasets, load_dataset
 
-from ..models.avllm import AUDIO, CONTENT_ITEMS, MISSING_AUDIO_POLICIES, SAMPLE_TYPES, VISUAL
+from ..models.avllm import CONTENT_ITEMS, MISSING_AUDIO_POLICIES, SAMPLE_TYPES, VISUAL
 
 LLAVA_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 LLAVA_MEDIA_TAGS = re.compile(r"<(video|audio|image)>\n?")
@@ -58,8 +58,9 @@ class DatasetEntry:
         missing_audio: this dataset's policy for a video without an audio track whose audio is asked for
             (`"error"`, `"visual_only"`, `"silence"`); `None`: the recipe's.
         view: `None` (the default: every row keeps its modality) or a sample type (`"visual"`, `"audio"`,
-            `"audio_visual"`) that every media item of the dataset is turned into. Only for data whose answers do
-            not depend on what the view drops (or adds); a row the view cannot render raises `DatasetFormatError`.
+            `"audio_visual"`) that every video and audio item of the dataset is turned into (an image can only be
+            visual: `DatasetFormatError` otherwise). Only for data whose answers do not depend on what the view
+            drops (and for files that hold what it asks: a view `"visual"` of an audio file fails to decode).
         use_audio: LLaVA-style rows only: whether a `video` row that does not say `use_audio` itself brings its audio
             track. `False` (Valley, VideoInstruct-100K as published: visual-only); `True` for sources whose videos
             are audio-visual by definition (VideoLLaMA 2's audio-visual stage, 001's VideoInstruct-100K with audio).
@@ -163,12 +164,14 @@ def load_av_dataset(
 
 
 def _in_view(item: dict, view: str, row_id: str) -> dict:
-    """A media item rendered as sample type `view` (`DatasetEntry.view`)."""
-    if item["type"] == "video":
-        return {**item, **CONTENT_ITEMS[view]}
-    if (item["type"] == "image" and view != VISUAL) or (item["type"] == "audio" and view != AUDIO):
-        raise DatasetFormatError(f"row {row_id!r}: an {item['type']} item cannot be shown as view {view!r}")
-    return item
+    """A media item rendered as sample type `view` (`DatasetEntry.view`): a video or audio item becomes the view's
+    content item on the same file (whose streams must hold what the view asks: decoding says so otherwise); an image
+    can only be visual."""
+    if item["type"] == "image":
+        if view != VISUAL:
+            raise DatasetFormatError(f"row {row_id!r}: an image item cannot be shown as view {view!r}")
+        return item
+    return {**item, "use_audio": None, **CONTENT_ITEMS[view]}
 
 
 def _canonical_row(row: dict, index: int, source: int, entry: DatasetEntry, missing_audio: str) -> dict:
