@@ -140,3 +140,10 @@ def test_train_command_trains_mixed_modalities_and_exports(workspace):
 def test_unknown_stage_is_refused(workspace):
     with pytest.raises(SystemExit, match="unknown stage"):
         parse_train_args(["--config", str(workspace / "recipe.yaml"), "--stage", "nonsense"])
+
+
+def test_a_recipe_with_the_removed_modalities_key_is_refused_with_what_replaced_it(workspace, tmp_path):
+    recipe = yaml.safe_load((workspace / "recipe.yaml").read_text()) | {"modalities": ["visual", "audio"]}
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(SystemExit, match="modalities is no longer a recipe key: a recipe's `datasets`"):
+        parse_train_args(["--config", str(tmp_path / "old.yaml")])

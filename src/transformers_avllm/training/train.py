@@ -62,18 +62,28 @@ class AVLlmArguments:
     export_dir: str | None = field(default=None, metadata={"help": "also export a Hub repo folder here"})
 
 
+# Recipe keys that no longer exist, and what replaced them.
+REMOVED_RECIPE_KEYS = {
+    "modalities": "a recipe's `datasets` (visual-only, audio-only, audio-visual ones) mixed in every batch is MAT",
+    "modality_probabilities": "each dataset of `datasets` has its `weight`",
+}
+
+
 def _stage_of(argv: list[str]) -> str:
-    """The stage named on the command line or in the recipe (needed before parsing, to pick its defaults)."""
+    """The stage named on the command line or in the recipe (needed before parsing, to pick its defaults); refuses a
+    recipe with a removed key, saying what replaced it."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     pre.add_argument("--stage")
     known, _ = pre.parse_known_args(argv)
-    if known.stage:
-        return known.stage
+    recipe = {}
     if known.config:
         with open(known.config) as file:
-            return (yaml.safe_load(file) or {}).get("stage", "pretrain")
-    return "pretrain"
+            recipe = yaml.safe_load(file) or {}
+    for key, replacement in REMOVED_RECIPE_KEYS.items():
+        if key in recipe or f"--{key}" in argv:
+            raise SystemExit(f"{key} is no longer a recipe key: {replacement} (docs/training.md)")
+    return known.stage or recipe.get("stage", "pretrain")
 
 
 def parse_train_args(argv: list[str]):
