@@ -50,6 +50,7 @@ def _export(args):
         repo_id=args.repo_id,
         license=args.license,
         eval_results=report_to_eval_results(reports) if reports else None,
+        space=args.space,
     )
     print(f"exported to {folder}")
 
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         metavar="REPORT",
         help="avllm eval reports (*.report.json) for the card's model-index",
     )
+    export.add_argument("--space", action="store_true", help="also a Gradio Space: app.py (avllm web), requirements")
     export.set_defaults(run=_export)
 
     push = commands.add_parser("push", help="upload an exported folder to the Hugging Face Hub")
@@ -261,6 +263,11 @@ def main(argv: list[str] | None = None) -> None:
     curation.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the dataset to this Hub dataset repo")
     curation.add_argument("--private", action="store_true")
     curation.set_defaults(run=_curate)
+
+    from . import chat, web
+
+    chat.add_parser(commands)
+    web.add_parser(commands)
 
     train = commands.add_parser(
         "train",

@@ -6,6 +6,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_tok
 
 from .modeling import AVLlmForConditionalGeneration
 from .processing import AVLlmProcessor
+from .space import SPACE_FILES, add_space
 
 CODE_FILES = {
     "compat_avllm.py",
@@ -120,11 +121,12 @@ def build_model_card(
 
 
 def check_export_folder(folder: str | Path) -> None:
-    """Raises `ExportError` unless the folder holds safetensors weights, no pickle files, and no code but ours."""
+    """Raises `ExportError` unless the folder holds safetensors weights, no pickle files, and no code but ours (the
+    model's, and a Space's app)."""
     folder = Path(folder)
     files = {path.name for path in folder.rglob("*") if path.is_file()}
     pickles = sorted(name for name in files if Path(name).suffix in PICKLE_SUFFIXES)
-    foreign_code = sorted(name for name in files if name.endswith(".py") and name not in CODE_FILES)
+    foreign_code = sorted(name for name in files if name.endswith(".py") and name not in CODE_FILES | set(SPACE_FILES))
     missing = sorted(
         (CODE_FILES | {"config.json", "processor_config.json", "chat_template.jinja", "README.md"}) - files
     )
@@ -142,10 +144,12 @@ def export_pretrained(
     output_dir: str | Path,
     *,
     repo_id: str | None = None,
+    space: bool = False,
     **card_kwargs,
 ) -> Path:
     """Writes a Hub-ready folder: weights (safetensors), config with `auto_map`, generation config, processor files,
-    tokenizer, chat template, our remote-code files (flat) and a model card. `card_kwargs` go to `build_model_card`."""
+    tokenizer, chat template, our remote-code files (flat) and a model card. `card_kwargs` go to `build_model_card`.
+    `space=True` also makes it a Gradio Space (`space.add_space`: `app.py`, `requirements.txt`, the card's keys)."""
     output = Path(output_dir)
     tokenizer = processor.tokenizer
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -155,6 +159,8 @@ def export_pretrained(
     model.save_pretrained(output)
     processor.save_pretrained(output)
     build_model_card(model, repo_id or output.name, **card_kwargs).save(output / "README.md")
+    if space:
+        add_space(output)
     check_export_folder(output)
     return output
 
