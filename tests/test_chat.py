@@ -12,12 +12,13 @@ import threading
 import time
 import uuid
 
+import av
 import pytest
 from chat_model import AUDIO_SPEC, QUESTIONS
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from transformers_avllm import MediaDecodeError, MediaNotFoundError
-from transformers_avllm.chat import ChatSession
+from transformers_avllm.chat_avllm import ChatSession
 from transformers_avllm.cli import main
 
 COLOUR, PITCH = QUESTIONS["visual"], QUESTIONS["audio"]
@@ -86,6 +87,16 @@ def test_turns_about_a_clip_then_an_audio_file_reuse_the_cache_and_decode_media_
 
     session.reset()
     assert session.messages == [] and session.attachments == [] and session.pending == []
+
+
+def test_an_image_is_a_one_frame_video_and_its_turn_matches_a_fresh_encoding(session, chat_model, tmp_path):
+    with av.open(str(chat_model.clip)) as container:  # the clip's first frame: the square in its first colour
+        next(container.decode(video=0)).to_image().save(tmp_path / "frame.png")
+    session.reset()
+    attachment = session.attach("image", str(tmp_path / "frame.png"))
+    assert attachment.marker == "<VIS>" and set(attachment.inputs) == {"pixel_values"}
+    answer = session.ask(COLOUR)
+    assert answer == fresh_answer(session, session.messages[:1]) and answer
 
 
 class WaitForReader(LogitsProcessor):

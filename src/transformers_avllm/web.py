@@ -15,7 +15,6 @@ try:
 except ImportError:  # app.py of a Space, beside chat_avllm.py
     from chat_avllm import ChatSession
 
-SLOTS = ("video", "audio", "image")
 MEANING = {"<AUD_VIS>": "frames + its own audio track", "<VIS>": "frames only", "<AUD>": "sound only"}
 
 
@@ -106,11 +105,15 @@ def build_app(
                     label="audio", sources=["upload", "microphone"], type="filepath", elem_id="audio-input"
                 )
                 image = gr.Image(
-                    label="image", sources=["upload", "webcam", "clipboard"], type="filepath", elem_id="image-input"
+                    label="image",
+                    sources=["upload", "webcam", "clipboard"],
+                    type="filepath",
+                    height=220,
+                    elem_id="image-input",
                 )
             with gr.Column(scale=3):
                 inputs = gr.Markdown(_describe([]), elem_id="inputs")
-                chatbot = gr.Chatbot(label="conversation", height=420, elem_id="chatbot")
+                chatbot = gr.Chatbot(label="conversation", height=600, elem_id="chatbot")
                 question = gr.Textbox(
                     label="question", placeholder="what colour is the square at the start ?", elem_id="question"
                 )
