@@ -170,11 +170,13 @@ def test_prompt_prints_only_the_answer(chat_model, capsys, tmp_path):
 
 
 class Tmux:
-    """A tmux server of its own (`-L`) running one command in a 160x50 pane that stays after the command ends."""
+    """A tmux server of its own (`-L`) running one command in a 160x50 pane that stays after the command ends, with
+    an `exit status N` line then."""
 
     def __init__(self, command: str):
         self.socket = f"avllm-test-{uuid.uuid4().hex[:8]}"
-        self._tmux("-f", "/dev/null", "new-session", "-d", "-s", "chat", "-x", "160", "-y", "50", command)
+        shell = f'{command}; echo "exit status $?"'
+        self._tmux("-f", "/dev/null", "new-session", "-d", "-s", "chat", "-x", "160", "-y", "50", shell)
         self._tmux("set-option", "-t", "chat", "remain-on-exit", "on")
 
     def _tmux(self, *args) -> str:
@@ -187,12 +189,6 @@ class Tmux:
     def screen(self) -> str:
         """The pane's history and screen, wrapped lines joined, trailing blanks removed."""
         return self._tmux("capture-pane", "-p", "-J", "-t", "chat", "-S", "-").rstrip()
-
-    def exit_status(self) -> int | None:
-        """The command's exit status once it has ended (and tmux has collected it), else None."""
-        state = self._tmux("display-message", "-p", "-t", "chat", "#{pane_dead}:#{pane_dead_status}").strip()
-        dead, status = state.split(":")
-        return int(status) if dead == "1" and status else None
 
     def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match:
         """Waits until the screen matches `pattern` (multi-line mode: `\\Z` is the end of what is shown)."""
@@ -235,10 +231,7 @@ def test_chat_in_a_terminal_answers_takes_an_audio_turn_and_survives_a_missing_f
         terminal.type(COLOUR)
         terminal.wait_for(rf"^avllm> {other['answer']}\nyou>\Z")
         terminal.type("/quit")
-        deadline = time.monotonic() + 30
-        while terminal.exit_status() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert terminal.exit_status() == 0
+        terminal.wait_for(r"^you> /quit\nexit status 0$")
         screen = terminal.screen()
         assert "Traceback" not in screen
         answers = [line for line in screen.splitlines() if line.startswith("avllm> ")]
