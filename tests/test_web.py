@@ -82,6 +82,8 @@ def test_web_page_in_a_browser(web_server, chat_model, tmp_path):
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1280, "height": 960})
         page.set_default_timeout(60_000)
+        requested = []
+        page.on("request", lambda request: requested.append(request.url))
         page.goto(web_server)
 
         def inputs_show(text: str) -> str:
@@ -119,6 +121,8 @@ def test_web_page_in_a_browser(web_server, chat_model, tmp_path):
         page.locator("#audio-input input[type=file]").set_input_files(str(broken))
         assert "MediaDecodeError" in inputs_show("MediaDecodeError")  # the named error; the page goes on
         browser.close()
+    elsewhere = [url for url in requested if not url.startswith((web_server, "data:", "blob:"))]
+    assert requested and not elsewhere  # the page asks nothing of any other server (fonts, scripts, analytics)
     if os.environ.get("AVLLM_WEB_SCREENSHOT"):  # how docs/chat_and_web.png is made
         shutil.copyfile(tmp_path / "web.png", os.environ["AVLLM_WEB_SCREENSHOT"])
 
