@@ -134,15 +134,6 @@ def build_app(
     return app
 
 
-def launch(app, **kwargs) -> None:
-    """Serves the page (Gradio's `launch` arguments), in a theme with the system's fonts: the default theme has the
-    browser fetch Google Fonts, and the page should ask nothing of any server but this one."""
-    import gradio as gr
-
-    fonts = {"font": ["ui-sans-serif", "system-ui", "sans-serif"], "font_mono": ["ui-monospace", "monospace"]}
-    app.launch(theme=gr.themes.Default(**fonts), **kwargs)
-
-
 def main(argv: list[str] | None = None) -> None:
     """`python app.py [MODEL]` in a Space (the model: this file's folder, with its own remote code)."""
     here = Path(__file__).resolve().parent
@@ -152,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.model is None:
         parser.error("give the model folder or Hub id")
-    launch(build_app(args.model, trust_remote_code=True, max_new_tokens=args.max_new_tokens))
+    build_app(args.model, trust_remote_code=True, max_new_tokens=args.max_new_tokens).launch()
 
 
 def run(args) -> None:
@@ -160,7 +151,7 @@ def run(args) -> None:
     if importlib.util.find_spec("gradio") is None:
         raise SystemExit("avllm web needs Gradio: pip install 'transformers-avllm[web]'")
     app = build_app(args.model, args.dtype, args.device, max_new_tokens=args.max_new_tokens)
-    launch(app, server_name=args.host, server_port=args.port, share=args.share)
+    app.launch(server_name=args.host, server_port=args.port, share=args.share)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
