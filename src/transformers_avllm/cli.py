@@ -141,6 +141,9 @@ def add_eval_parser(commands) -> None:
     evaluation.add_argument("--batch-size", type=int, default=8)
     evaluation.add_argument("--grounding", action="store_true", help="also answer with audio muted / frames blanked")
     evaluation.add_argument("--limit", type=int, help="evaluate only the first N samples")
+    evaluation.add_argument(
+        "--subset", help="the part of the benchmark a paper evaluates on, e.g. one_eighth (avsd, avssd: VideoLLaMA 2)"
+    )
     evaluation.add_argument("--max-new-tokens", type=int, help="override the task's default")
     evaluation.add_argument("--dtype", default="auto", help="model dtype: auto, bfloat16, float32, ...")
     evaluation.add_argument("--seed", type=int, default=0)
@@ -154,8 +157,13 @@ def _eval(args):
 
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from .evaluation import build_judge, distributed_state, evaluate, format_report
+    from .evaluation import build_judge, distributed_state, evaluate, format_report, get_task
 
+    if args.subset is not None:
+        try:
+            get_task(args.task).subset(args.subset)
+        except KeyError as err:
+            raise SystemExit(f"avllm eval: {err.args[0]}") from None
     state = distributed_state()
     model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=args.dtype).to(state.device)
     processor = AutoProcessor.from_pretrained(args.model)
@@ -178,12 +186,13 @@ def _eval(args):
         batch_size=args.batch_size,
         grounding=args.grounding,
         limit=args.limit,
+        subset=args.subset,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
     )
     if report is not None:
         print(format_report(report))
-        print(f"report: {output.with_suffix('.report.json')}")
+        print(f"report: {output.with_suffix('.report.json')}, figure: {report['figure']}")
         if args.print_json:
             print(json.dumps(report, indent=2))
 
