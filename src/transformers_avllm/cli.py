@@ -199,7 +199,7 @@ def _eval(args):
 
 def add_curate_parser(commands) -> None:
     """`avllm curate`: instruction data from your own media."""
-    from .curation.context import DEFAULT_AUDIO_TAGGER, DEFAULT_CAPTIONER
+    from .curation.context import AUDIO_CAPTION_PROMPT, DEFAULT_AUDIO_CAPTIONER, DEFAULT_CAPTIONER
 
     curation = commands.add_parser(
         "curate", help="make instruction data from your videos / audio with captioners and an LLM (AV-LLM pipeline)"
@@ -214,7 +214,13 @@ def add_curate_parser(commands) -> None:
     curation.add_argument("--temperature", type=float, default=0.7)
     curation.add_argument("--captioner", default=DEFAULT_CAPTIONER, help="image-text-to-text model, or none")
     curation.add_argument("--caption-prompt", help="prompt (chat models) or caption prefix (BLIP: 'a picture of')")
-    curation.add_argument("--audio-tagger", default=DEFAULT_AUDIO_TAGGER, help="CLAP or audio classifier, or none")
+    curation.add_argument(
+        "--audio-captioner", default=DEFAULT_AUDIO_CAPTIONER, help="audio-text-to-text model (Qwen2-Audio), or none"
+    )
+    curation.add_argument("--audio-caption-prompt", default=AUDIO_CAPTION_PROMPT, help="what it is asked per segment")
+    curation.add_argument(
+        "--audio-tagger", help="CLAP or audio classifier for sound tags (default: CLAP if --audio-captioner none)"
+    )
     curation.add_argument("--audio-labels", help="candidate labels file for CLAP, one per line (default: shipped)")
     curation.add_argument("--asr", help="speech-recognition model for what is said, e.g. openai/whisper-small")
     curation.add_argument("--templates", help="folder of prompt templates (default: the shipped ones)")
@@ -233,6 +239,7 @@ def add_curate_parser(commands) -> None:
 
 def _curate(args):
     from .curation import (
+        AudioCaptioner,
         AudioTagger,
         FrameCaptioner,
         Perception,
@@ -241,7 +248,7 @@ def _curate(args):
         format_summary,
         push_dataset,
     )
-    from .curation.context import read_labels
+    from .curation.context import DEFAULT_AUDIO_TAGGER, read_labels
     from .llm_client import build_backend
 
     if not args.llm_endpoint and not args.llm:
@@ -250,17 +257,22 @@ def _curate(args):
     generation["max_tokens" if args.llm_endpoint else "max_new_tokens"] = args.max_tokens
     backend = build_backend(args.llm_endpoint, args.llm_model, args.llm, args.api_key_env, **generation)
 
+    # <AC> is audio captions (AV-LLM section 3.3); CLAP tags are the light fallback without an audio captioner
+    audio_captioner = None if args.audio_captioner == "none" else args.audio_captioner
+    tagger = args.audio_tagger or (None if audio_captioner else DEFAULT_AUDIO_TAGGER)
+
     def perception():
         return Perception(
             FrameCaptioner(args.captioner, args.caption_prompt, device=args.device)
             if args.captioner != "none"
             else None,
-            AudioTagger(
-                args.audio_tagger, read_labels(args.audio_labels) if args.audio_labels else None, device=args.device
-            )
-            if args.audio_tagger != "none"
+            AudioTagger(tagger, read_labels(args.audio_labels) if args.audio_labels else None, device=args.device)
+            if tagger not in (None, "none")
             else None,
             SpeechTranscriber(args.asr, device=args.device) if args.asr else None,
+            AudioCaptioner(audio_captioner, args.audio_caption_prompt, device=args.device)
+            if audio_captioner
+            else None,
         )
 
     summary = curate(
