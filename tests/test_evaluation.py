@@ -2265,6 +2265,28 @@ def test_real_tiny_model_end_to_end_matches_direct_generation(tmp_path, media):
     assert report["decoding"] == {"max_new_tokens": 4, "do_sample": False}
 
 
+def test_msvc_sampling_with_the_real_tiny_model_is_seeded(tmp_path, media):
+    """MSVC is decoded by sampling (T = 0.2): the same --seed gives the same captions, another seed others."""
+    data, media_root, _ = build_case("msvc", tmp_path / "data", media)
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = AVLlmForConditionalGeneration(config).eval()
+    processor = build_processor(config, build_tokenizer([record["question"] for record in MSVC_RECORDS]))
+
+    def captions(name, seed):
+        output = tmp_path / f"{name}.jsonl"
+        report = evaluate(
+            model, processor, "msvc", data, output=output, max_new_tokens=6, seed=seed, progress=False, batch_size=2
+        )
+        assert report["decoding"] == {"max_new_tokens": 6, "do_sample": True, "temperature": 0.2}
+        return predictions(output)
+
+    first = captions("first", seed=0)
+    assert len(first) == 3 and all(first.values())
+    assert captions("again", seed=0) == first
+    assert captions("other", seed=1) != first
+
+
 def normalize(text: str) -> str:
     """SQuAD-style, written out independently of `normalize_answer`."""
     text = re.sub(r"[^\w\s]", " ", text.lower())
