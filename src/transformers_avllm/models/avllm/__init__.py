@@ -36,6 +36,7 @@ from .modality_avllm import (
 )
 from .modeling_avllm import (
     AUTO_MAP,
+    AVLlmAudioFeaturesOutput,
     AVLlmForConditionalGeneration,
     AVLlmModel,
     AVLlmPlaceholderMismatchError,
@@ -53,6 +54,7 @@ __all__ = [
     "AUDIO_EXTENSIONS",
     "AUDIO_VISUAL",
     "AUTO_MAP",
+    "AVLlmAudioFeaturesOutput",
     "AVLlmConfig",
     "AVLlmForConditionalGeneration",
     "AVLlmModel",

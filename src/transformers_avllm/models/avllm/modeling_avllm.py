@@ -38,6 +38,25 @@ class AVLlmModelOutputWithPast(MultimodalBaseModelOutputWithPast):
 
 
 @dataclass
+class AVLlmAudioFeaturesOutput(BaseModelOutputWithPooling):
+    r"""
+    What `get_audio_features` returns for `num_audios` clips of K segments each, every segment covered by W windows
+    (W = 1 when every segment fits the feature extractor's window).
+
+    last_hidden_state (`(num_audios, K * W * L', D_a)`): the audio tower's time sequence of each clip (its segments'
+        sequences one after the other, each the sequences of its windows in time order, padding frames included).
+    pooler_output (`(num_audios, K * audio_tokens_per_segment, hidden_size)`): the projected tokens that fill the
+        clip's audio placeholders, in segment order, each segment's pooled over its frames of real audio.
+    hidden_states / attentions (*optional*, when asked for): the tower's, one row per window (`(num_audios * W * K,
+        ...)`, clip by clip, window by window as in `input_features`), as the tower runs on each window alone.
+    segment_hidden_states (`(num_audios * W * K, L', D_a)`): the time sequence of each window the tower ran on, one
+        row per window (the rows of `hidden_states` and `attentions`).
+    """
+
+    segment_hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
 class AVLlmCausalLMOutputWithPast(MultimodalCausalLMOutputWithPast):
     r"""
     loss (`torch.FloatTensor` of shape `(1,)`, *optional*): language-modelling loss when `labels` are given.
@@ -55,6 +74,19 @@ class AVLlmPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    def initialize_weights(self):
+        """Initialises the weights not initialised yet (all of them at build; the keys a checkpoint lacks at load),
+        each sub-model (tower, language model) first, by its own rules, as inside transformers' own composite models.
+
+        transformers treats a model class defined outside its package as custom code and skips, for it, the init of
+        modules without parameters of their own. Applied from this class down, that rule would reach the towers,
+        transformers' own classes, and skip e.g. CLIP's attention / MLP init and Whisper's sinusoidal position table
+        for the keys a checkpoint lacks."""
+        for module in self.modules():
+            if module is not self and isinstance(module, PreTrainedModel):
+                module.initialize_weights()
+        super().initialize_weights()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves like transformers does, which copies the code files next to the weights (the class is registered
@@ -116,35 +148,49 @@ class AVLlmModel(AVLlmPreTrainedModel):
             raise ValueError(f"This AVLlm model has no {modality} tower, but {modality} inputs were given")
 
     @can_return_tuple
-    def get_video_features(self, pixel_values_videos: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+    def get_video_features(
+        self, pixel_values_videos: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
         """
         Args:
             pixel_values_videos: `(num_videos, num_frames, 3, H, W)`.
+            kwargs: go to the vision tower (`output_hidden_states`, `output_attentions`, ...).
         Returns:
-            `last_hidden_state`: the tower's patch grid `(num_videos, num_frames, h, w, D_v)`; `pooler_output`: the
-            connector's tokens `(num_videos, num_video_tokens, hidden_size)`.
+            `last_hidden_state`: the patch grid of hidden-state layer `vision_feature_layer`
+            `(num_videos, num_frames, h, w, D_v)`; `pooler_output`: the connector's tokens
+            `(num_videos, num_video_tokens, hidden_size)`; `hidden_states` / `attentions` when asked for: the tower's,
+            one row per frame (`(num_videos * num_frames, ...)`, video by video).
         """
         self._require_tower(self.vision_tower, "vision")
         num_videos, num_frames = pixel_values_videos.shape[:2]
         frames = pixel_values_videos.flatten(0, 1).to(self.vision_tower.dtype)
         vision = tower_family(self.config.vision_config)
-        summary, patch_grid = vision.frame_features(self.vision_tower, frames, self.config.vision_feature_layer)
-        summary = summary.unflatten(0, (num_videos, num_frames))
-        patch_grid = patch_grid.unflatten(0, (num_videos, num_frames))
+        outputs = vision.frame_features(self.vision_tower, frames, self.config.vision_feature_layer, **kwargs)
+        summary = outputs.pooler_output.unflatten(0, (num_videos, num_frames))
+        patch_grid = outputs.last_hidden_state.unflatten(0, (num_videos, num_frames))
         return BaseModelOutputWithPooling(
-            last_hidden_state=patch_grid, pooler_output=self.video_connector(summary, patch_grid)
+            last_hidden_state=patch_grid,
+            pooler_output=self.video_connector(summary, patch_grid),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
         )
 
     @can_return_tuple
-    def get_image_features(self, pixel_values: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
-        """An image is a 1-frame video. `pixel_values`: `(num_images, 3, H, W)`; `pooler_output`:
-        `(num_images, num_image_tokens, hidden_size)`."""
-        return self.get_video_features(pixel_values.unsqueeze(1))
+    def get_image_features(
+        self, pixel_values: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
+        """An image is a 1-frame video (see `get_video_features`). `pixel_values`: `(num_images, 3, H, W)`;
+        `last_hidden_state`: `(num_images, 1, h, w, D_v)`; `pooler_output`: `(num_images, num_image_tokens,
+        hidden_size)`; `hidden_states` / `attentions`: one row per image."""
+        return self.get_video_features(pixel_values.unsqueeze(1), **kwargs)
 
     @can_return_tuple
     def get_audio_features(
-        self, input_features: torch.FloatTensor, input_features_mask: torch.Tensor | None = None, **kwargs
-    ) -> BaseModelOutputWithPooling:
+        self,
+        input_features: torch.FloatTensor,
+        input_features_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> AVLlmAudioFeaturesOutput:
         """
         Args:
             input_features: `(num_audios, W * K, *window_shape)`, one feature-extractor output per window: the K
@@ -152,10 +198,10 @@ class AVLlmModel(AVLlmPreTrainedModel):
                 windows of the K segments, then their second windows, ...; W = 1 for segments that fit a window).
             input_features_mask (*optional*): `(num_audios, W * K, F)`, 1 on the feature frames of real audio (the
                 processor's output); the tokens pool those frames only. Without it every frame counts.
+            kwargs: go to the audio tower (`output_hidden_states`, `output_attentions`, ...).
         Returns:
-            `last_hidden_state`: the tower's time sequence per window `(num_audios * W * K, L', D_a)`;
-            `pooler_output`: `(num_audios, K * audio_tokens_per_segment, hidden_size)` in segment order, each segment's
-            tokens pooled over the real-audio frames of its windows.
+            `AVLlmAudioFeaturesOutput`, one row per audio except where it says per window; each segment's tokens
+            pooled over the real-audio frames of its windows.
         """
         self._require_tower(self.audio_tower, "audio")
         num_audios, num_windows = input_features.shape[:2]
@@ -167,7 +213,8 @@ class AVLlmModel(AVLlmPreTrainedModel):
             )
         family = tower_family(self.config.audio_config)
         windows = input_features.flatten(0, 1).to(self.audio_tower.dtype)
-        sequence = family.segment_sequence(self.audio_tower, windows)
+        outputs = family.segment_sequence(self.audio_tower, windows, **kwargs)
+        sequence = outputs.last_hidden_state
         if input_features_mask is None:
             valid = torch.ones(sequence.shape[:2], dtype=torch.bool, device=sequence.device)
         else:
@@ -178,9 +225,16 @@ class AVLlmModel(AVLlmPreTrainedModel):
             frames = frames.unflatten(0, (num_audios, num_windows // num_segments, num_segments)).transpose(1, 2)
             return frames.flatten(2, 3).flatten(0, 1)
 
-        tokens = pool_valid_frames(by_segment(sequence), by_segment(valid), self.config.audio_tokens_per_segment)
+        segments = by_segment(sequence)
+        tokens = pool_valid_frames(segments, by_segment(valid), self.config.audio_tokens_per_segment)
         tokens = tokens.reshape(num_audios, -1, sequence.shape[-1])
-        return BaseModelOutputWithPooling(last_hidden_state=sequence, pooler_output=self.audio_projector(tokens))
+        return AVLlmAudioFeaturesOutput(
+            last_hidden_state=segments.reshape(num_audios, -1, sequence.shape[-1]),
+            pooler_output=self.audio_projector(tokens),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            segment_hidden_states=sequence,
+        )
 
     def get_placeholder_mask(
         self,
@@ -268,21 +322,24 @@ class AVLlmModel(AVLlmPreTrainedModel):
         # whose batches carry different modalities still call the same modules in the same order (ZeRO-3 gathers
         # parameters module by module as they run).
         touch_absent = self.touch_absent_modalities and self.training
+        # the towers return their hidden states / attentions when these are asked for (as llava's do); the other
+        # keyword arguments (packed-sequence lengths, position ids, ...) describe the text sequence: LM only
+        tower_kwargs = {key: kwargs[key] for key in ("output_hidden_states", "output_attentions") if key in kwargs}
         image_outputs = video_outputs = audio_outputs = None
         if pixel_values is not None:
-            image_outputs = self.get_image_features(pixel_values)
+            image_outputs = self.get_image_features(pixel_values, **tower_kwargs)
             inputs_embeds = self._merge(
                 input_ids, inputs_embeds, "image", image_outputs.pooler_output, mm_token_type_ids
             )
         if pixel_values_videos is not None:
-            video_outputs = self.get_video_features(pixel_values_videos)
+            video_outputs = self.get_video_features(pixel_values_videos, **tower_kwargs)
             inputs_embeds = self._merge(
                 input_ids, inputs_embeds, "video", video_outputs.pooler_output, mm_token_type_ids
             )
         if touch_absent and image_outputs is None and video_outputs is None:
             inputs_embeds = self._touch_absent_branch(inputs_embeds, "vision")
         if input_features is not None:
-            audio_outputs = self.get_audio_features(input_features, input_features_mask)
+            audio_outputs = self.get_audio_features(input_features, input_features_mask, **tower_kwargs)
             inputs_embeds = self._merge(
                 input_ids, inputs_embeds, "audio", audio_outputs.pooler_output, mm_token_type_ids
             )
@@ -321,15 +378,22 @@ class AVLlmForConditionalGeneration(AVLlmPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 
-    def get_image_features(self, pixel_values: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+    def get_image_features(
+        self, pixel_values: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
         return self.model.get_image_features(pixel_values, **kwargs)
 
-    def get_video_features(self, pixel_values_videos: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+    def get_video_features(
+        self, pixel_values_videos: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
         return self.model.get_video_features(pixel_values_videos, **kwargs)
 
     def get_audio_features(
-        self, input_features: torch.FloatTensor, input_features_mask: torch.Tensor | None = None, **kwargs
-    ) -> BaseModelOutputWithPooling:
+        self,
+        input_features: torch.FloatTensor,
+        input_features_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> AVLlmAudioFeaturesOutput:
         return self.model.get_audio_features(input_features, input_features_mask, **kwargs)
 
     @can_return_tuple
@@ -399,6 +463,7 @@ for _auto_class, _model_class in reversed(AUTO_MAP.items()):
 
 __all__ = [
     "AUTO_MAP",
+    "AVLlmAudioFeaturesOutput",
     "AVLlmForConditionalGeneration",
     "AVLlmModel",
     "AVLlmPlaceholderMismatchError",
