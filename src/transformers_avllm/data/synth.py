@@ -94,9 +94,12 @@ def render_clip(
     return frames, waveform.astype(np.float32)
 
 
-def question_row(clip_id: str, path: str, kind: str, answer: str | None = None) -> dict:
-    """A training-format row asking `kind`'s question about the clip with the inputs of its own sample type."""
-    item = {**CONTENT_ITEMS[kind], "path": path}
+def question_row(
+    clip_id: str, path: str, kind: str, answer: str | None = None, sample_type: str | None = None
+) -> dict:
+    """A training-format row asking `kind`'s question about the clip with the inputs of its own sample type, or of
+    `sample_type` (e.g. every question over `<AUD_VIS>`)."""
+    item = {**CONTENT_ITEMS[sample_type or kind], "path": path}
     messages = [{"role": "user", "content": [item, {"type": "text", "text": QUESTIONS[kind]}]}]
     if answer is not None:
         messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
