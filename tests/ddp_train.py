@@ -44,8 +44,8 @@ PER_DEVICE_BATCH = 2
 
 
 def row(clip: Path, index: int, modality: str) -> dict:
-    """A chat row in the schema of `modality_view`: "visual" (video without its audio), "audio" (only the video's
-    audio track) or "audio_visual"."""
+    """A chat row of sample type `modality`: "visual" (video without its audio), "audio" (only the video's audio
+    track) or "audio_visual"."""
     media = {"type": "audio" if modality == "audio" else "video", "path": str(clip)}
     media["use_audio"] = modality == "audio_visual"
     return {

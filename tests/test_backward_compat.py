@@ -68,8 +68,14 @@ def test_old_processor_renders_and_encodes_the_fixed_input_as_before(loaded):
     )
     inputs = processor.apply_chat_template(fixed, add_generation_prompt=True, tokenize=True, return_dict=True)
     expected = load_file(FOLDER / "inputs.safetensors")
-    assert set(inputs) == set(expected)
+    # new since: `input_features_mask`, the feature frames of real audio (issue #13)
+    assert set(inputs) == set(expected) | {"input_features_mask"}
     for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
         assert torch.equal(inputs[key], expected[key]), key
     for key in ("pixel_values_videos", "pixel_values", "input_features"):
         torch.testing.assert_close(inputs[key], expected[key], rtol=1e-5, atol=1e-5, msg=key)
+    # CLAP fills a short window by repeating it: every frame of a clip's window is real audio, the logits unchanged
+    assert inputs["input_features_mask"].all()
+    with torch.no_grad():
+        logits = loaded[0](**inputs).logits
+    torch.testing.assert_close(logits, load_file(FOLDER / "logits.safetensors")["logits"], rtol=1e-4, atol=1e-5)

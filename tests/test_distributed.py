@@ -218,8 +218,7 @@ def write_recipe(folder: Path, name: str, **fields) -> Path:
     """`folder/name.yaml`: a recipe reading `train.jsonl` in order, two rows per process and step, every step logged,
     activation checkpointing on as in the shipped recipes; `fields` add to it or override it."""
     recipe = {
-        "dataset_name": str(folder / "train.jsonl"),
-        "modalities": ["visual"],  # the view keeps these rows as they are: videos without their audio, audio items
+        "dataset_name": str(folder / "train.jsonl"),  # one dataset: read as `train_sampling_strategy` says
         "per_device_train_batch_size": 2,
         "train_sampling_strategy": "sequential",
         "logging_steps": 1,

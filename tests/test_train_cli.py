@@ -1,6 +1,7 @@
 """`avllm train --config recipe.yaml`: TRL-style recipes, stage defaults, overrides, LLaVA-format data, export."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,37 +15,59 @@ from transformers_avllm.tiny import build_processor, build_tokenizer, tiny_confi
 from transformers_avllm.training import load_av_dataset
 from transformers_avllm.training.train import parse_train_args
 
-WORDS = "what do you see hear ? a red square tone".split()
+WORDS = "what do you see hear and ? a red square high low tone".split()
+
+
+def llava_row(index: int, question: str, answer: str) -> dict:
+    return {
+        "id": f"clip{index}",
+        "video": f"clip{index}.mp4",
+        "conversations": [{"from": "human", "value": f"<video>\n{question}"}, {"from": "gpt", "value": answer}],
+    }
+
+
+def write_jsonl(path, rows):
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    return str(path)
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
+    """A tiny saved model, four clips with a tone each, and a visual-only, an audio-only and an audio-visual jsonl (the
+    visual-only and the audio-visual ones in LLaVA format: video rows are visual-only unless their source brings the
+    audio), mixed by a recipe."""
     root = tmp_path_factory.mktemp("train_cli")
     torch.manual_seed(0)
     config = tiny_config()
     AVLlmForConditionalGeneration(config).save_pretrained(root / "model")
     build_processor(config, build_tokenizer([" ".join(WORDS)])).save_pretrained(root / "model")
     (root / "media").mkdir()
-    rows = []
+    tones = ["low", "high", "low", "high"]
     for index in range(4):
-        write_video(root / "media" / f"clip{index}.mp4", seconds=1, fps=8, audio=("aac", 300.0 + 150 * index))
-        rows.append(
-            {
-                "id": f"clip{index}",
-                "video": f"clip{index}.mp4",
-                "conversations": [
-                    {"from": "human", "value": "<video>\nwhat do you see ?"},
-                    {"from": "gpt", "value": "a red square" if index % 2 else "a tone"},
-                ],
-            }
-        )
-    (root / "llava.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+        write_video(root / "media" / f"clip{index}.mp4", seconds=1, fps=8, audio=("aac", 300.0 + 300 * (index % 2)))
+    visual = [llava_row(i, "what do you see ?", "a red square") for i in range(4)]
+    both = "what do you see and hear ?"
+    audio_visual = [llava_row(i, both, f"a red square and a {tones[i]} tone") for i in range(4)]
+    sound = [{"type": "audio", "path": f"clip{i}.mp4"} for i in range(4)]
+    audio = [
+        {
+            "id": f"sound{i}",
+            "messages": [
+                {"role": "user", "content": [sound[i], {"type": "text", "text": "what do you hear ?"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": f"a {tones[i]} tone"}]},
+            ],
+        }
+        for i in range(4)
+    ]
     recipe = {
         "stage": "pretrain",
         "model_name_or_path": str(root / "model"),
-        "dataset_name": str(root / "llava.jsonl"),
+        "datasets": [
+            {"path": write_jsonl(root / "visual.jsonl", visual)},
+            {"path": write_jsonl(root / "audio.jsonl", audio)},
+            {"path": write_jsonl(root / "audio_visual.jsonl", audio_visual), "use_audio": True},
+        ],
         "media_root": str(root / "media"),
-        "modalities": ["visual", "audio", "audio_visual"],
         "output_dir": str(root / "out"),
         "export_dir": str(root / "hub"),
         "per_device_train_batch_size": 3,
@@ -61,11 +84,12 @@ def workspace(tmp_path_factory):
 
 
 def test_llava_rows_load_in_the_training_format(workspace):
-    dataset = load_av_dataset(str(workspace / "llava.jsonl"), media_root=str(workspace / "media"))
+    dataset = load_av_dataset(str(workspace / "visual.jsonl"), media_root=str(workspace / "media"))
     first = dataset[0]["messages"][0]["content"][0]
     assert first["type"] == "video" and first["path"] == str(workspace / "media" / "clip0.mp4")
+    assert first["use_audio"] is False  # a LLaVA / Valley video row is visual-only
     reply = dataset[0]["messages"][1]
-    assert reply["role"] == "assistant" and reply["content"][0]["text"] == "a tone"
+    assert reply["role"] == "assistant" and reply["content"][0]["text"] == "a red square"
     assert dataset[0]["messages"][0]["content"][1]["text"] == "what do you see ?"
 
 
@@ -74,7 +98,9 @@ def test_stage_defaults_recipe_and_command_line_priorities(workspace):
     _, training_args, model_args, av_args = parse_train_args(["--config", recipe])
     assert training_args.learning_rate == 2e-3 and training_args.adam_beta2 == 0.98  # stage "pretrain" defaults
     assert training_args.per_device_train_batch_size == 3 and model_args.model_name_or_path.endswith("model")
-    assert av_args.modalities == ["visual", "audio", "audio_visual"]
+    names = [Path(entry["path"]).name for entry in av_args.datasets]
+    assert names == ["visual.jsonl", "audio.jsonl", "audio_visual.jsonl"]
+    assert training_args.max_length is None and av_args.text_budget == 256  # TRL's text-only 1024 is not used
     _, training_args, _, av_args = parse_train_args(["--config", recipe, "--learning_rate", "1e-4", "--stage", "sft"])
     assert training_args.learning_rate == 1e-4 and av_args.stage == "sft"
     _, training_args, _, _ = parse_train_args(["--config", recipe, "--stage", "sft"])
@@ -82,11 +108,18 @@ def test_stage_defaults_recipe_and_command_line_priorities(workspace):
 
 
 def test_train_command_trains_mixed_modalities_and_exports(workspace):
-    main(["train", "--config", str(workspace / "recipe.yaml"), "--max_steps", "4"])
+    main(["train", "--config", str(workspace / "recipe.yaml"), "--max_steps", "4", "--save_strategy", "steps"])
     assert (workspace / "out" / "model.safetensors").exists()
     assert (workspace / "out" / "processor_config.json").exists()
+    # every logging window (one step of three rows here) trained a visual-only, an audio-only and an audio-visual row
+    state = json.loads((workspace / "out" / "checkpoint-4" / "trainer_state.json").read_text())
+    windows = [entry for entry in state["log_history"] if "loss" in entry]
+    assert len(windows) == 4
+    for entry in windows:
+        assert {"loss_visual", "loss_audio", "loss_audio_visual"} <= set(entry) and "loss_text" not in entry, entry
     card = ModelCard.load(workspace / "hub" / "README.md")
-    assert "name: pretrain" in card.text and "steps: 4" in card.text and "visual+audio+audio_visual" in card.text
+    assert "name: pretrain" in card.text and "steps: 4" in card.text
+    assert "visual.jsonl x1 + " in card.text and "audio_visual.jsonl x1" in card.text
     assert "name: pretrain" in ModelCard.load(workspace / "out" / "README.md").text  # the checkpoint carries its card
     reloaded = AVLlmForConditionalGeneration.from_pretrained(workspace / "hub")
     initial = AVLlmForConditionalGeneration.from_pretrained(workspace / "model")
@@ -107,3 +140,10 @@ def test_train_command_trains_mixed_modalities_and_exports(workspace):
 def test_unknown_stage_is_refused(workspace):
     with pytest.raises(SystemExit, match="unknown stage"):
         parse_train_args(["--config", str(workspace / "recipe.yaml"), "--stage", "nonsense"])
+
+
+def test_a_recipe_with_the_removed_modalities_key_is_refused_with_what_replaced_it(workspace, tmp_path):
+    recipe = yaml.safe_load((workspace / "recipe.yaml").read_text()) | {"modalities": ["visual", "audio"]}
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(SystemExit, match="modalities is no longer a recipe key: a recipe's `datasets`"):
+        parse_train_args(["--config", str(tmp_path / "old.yaml")])

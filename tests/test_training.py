@@ -14,11 +14,10 @@ from transformers_avllm.training import (
     AVLlmDataCollator,
     AVLlmSFTTrainer,
     BadSampleError,
+    DataMixture,
     SampleTooLongError,
     apply_stage,
     from_llava_format,
-    mix_modalities,
-    modality_view,
     stage_defaults,
 )
 
@@ -53,6 +52,41 @@ def av_rows(clips):
         }
         for i, clip in enumerate(clips)
     ]
+
+
+COLOURS, TONES = ["red", "blue", "green", "red"], ["low", "high", "low", "high"]
+
+
+def kind_rows(clips) -> dict[str, list[dict]]:
+    """Rows of each sample type whose answers need exactly what the sample carries: the colour of a visual-only
+    video, the tone of an audio track, both for a video with its audio."""
+    kinds = {
+        "visual": ({"use_audio": False}, "what do you see ?", "a {colour} square"),
+        "audio": ({}, "what do you hear ?", "a {tone} tone"),
+        "audio_visual": ({"use_audio": True}, "what do you see and hear ?", "a {colour} square and a {tone} tone"),
+    }
+    rows = {}
+    for kind, (item, question, answer) in kinds.items():
+        rows[kind] = [
+            {
+                "id": f"{kind}-{i}",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "audio" if kind == "audio" else "video", "path": str(clip), **item},
+                            {"type": "text", "text": question},
+                        ],
+                    },
+                    {
+                        "role": "assistant",
+                        "content": [{"type": "text", "text": answer.format(colour=COLOURS[i], tone=TONES[i])}],
+                    },
+                ],
+            }
+            for i, clip in enumerate(clips)
+        ]
+    return rows
 
 
 def make(**config_kwargs):
@@ -108,12 +142,8 @@ def test_labels_token_by_token_on_a_multi_turn_sample(clips):
 
 def test_collator_mixes_modalities_per_example_and_pads_right(clips):
     _, processor = make()
-    rows = av_rows(clips)
-    mixed = [
-        rows[0],
-        modality_view(Dataset.from_list([rows[1]]), "visual")[0],
-        modality_view(Dataset.from_list([rows[2]]), "audio")[0],
-    ]
+    rows = kind_rows(clips)
+    mixed = [rows["audio_visual"][0], rows["visual"][1], rows["audio"][2]]
     batch = AVLlmDataCollator(processor)(mixed)
     assert row_type_indices(batch["mm_token_type_ids"]).tolist() == [3, 1, 2]  # audio_visual, visual, audio
     assert batch["pixel_values_videos"].shape[0] == 2 and batch["input_features"].shape[0] == 2
@@ -161,7 +191,8 @@ def test_llava_format_converter():
             {
                 "role": "user",
                 "content": [
-                    {"type": "video", "path": "/data/v.mp4", "use_audio": True},
+                    # a Valley / VideoInstruct video row is visual-only unless the row (or its source) says otherwise
+                    {"type": "video", "path": "/data/v.mp4", "use_audio": False},
                     {"type": "text", "text": "what ?"},
                 ],
             },
@@ -169,26 +200,37 @@ def test_llava_format_converter():
         ],
     }
 
+    def media(row, **kwargs):
+        return [item for item in from_llava_format(row, **kwargs)["messages"][0]["content"] if item["type"] != "text"]
+
+    assert media(row | {"use_audio": True}) == [{"type": "video", "path": "v.mp4", "use_audio": True}]
+    assert media(row, use_audio=True) == [{"type": "video", "path": "v.mp4", "use_audio": True}]  # VideoLLaMA 2 AV
+    assert media(row | {"use_audio": False}, use_audio=True)[0]["use_audio"] is False  # the row's word wins
+    image, audio = {**row, "image": "i.png"}, {**row, "audio": "a.wav"}
+    del image["video"], audio["video"]
+    assert media(image) == [{"type": "image", "path": "i.png"}]  # LLaVA image rows stay image rows
+    assert media(audio) == [{"type": "audio", "path": "a.wav"}]  # audio caption / AQA rows
+    assert media({**row, "audio": "a.wav"}, use_audio=True) == [
+        {"type": "video", "path": "v.mp4", "use_audio": False},
+        {"type": "audio", "path": "a.wav"},
+    ]
+
 
 def test_mixed_modality_training_loss_falls_and_is_logged_per_modality(clips, tmp_path):
     model, processor = make()
-    base = Dataset.from_list(av_rows(clips))
-    train = mix_modalities({m: modality_view(base, m) for m in ("visual", "audio", "audio_visual")}, seed=0)
-    kinds = {
-        (item["type"], item["use_audio"])
-        for row in train
-        for item in row["messages"][0]["content"]
-        if item["type"] != "text"
-    }
-    assert kinds == {("video", False), ("audio", False), ("video", True)}
+    train = DataMixture([{"path": Dataset.from_list(rows)} for rows in kind_rows(clips).values()])
     trainer = AVLlmSFTTrainer(
-        model=model, args=sft_config(tmp_path, max_steps=15), train_dataset=train, processing_class=processor
+        model=model,
+        args=sft_config(tmp_path, max_steps=15, per_device_train_batch_size=3),
+        train_dataset=train,
+        processing_class=processor,
     )
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert sum(losses[-3:]) / 3 < 0.6 * sum(losses[:3]) / 3
-    logged = {key for entry in trainer.state.log_history for key in entry}
-    assert {"loss_visual", "loss_audio", "loss_audio_visual"} <= logged
+    for entry in trainer.state.log_history:
+        if "loss" in entry:  # every batch holds one row of each type
+            assert {"loss_visual", "loss_audio", "loss_audio_visual"} <= set(entry), entry
 
 
 def test_frozen_towers_stay_in_inference_mode(clips, tmp_path):

@@ -17,7 +17,7 @@ from trl import SFTConfig
 
 from .data.synth import CHANCE, QUESTIONS, VOCABULARY, question_row, synthesize
 from .export import export_pretrained
-from .models.avllm import AUDIO_VISUAL, AVLlmConfig, AVLlmForConditionalGeneration, AVLlmProcessor
+from .models.avllm import AUDIO, AUDIO_VISUAL, VISUAL, AVLlmConfig, AVLlmForConditionalGeneration, AVLlmProcessor
 from .plotting import grouped_bars, new_figure, save_figure
 from .tiny import (
     build_processor,
@@ -27,7 +27,7 @@ from .tiny import (
     tiny_text_config,
     tiny_vision_config,
 )
-from .training import AVLlmSFTTrainer, apply_stage, stage_defaults
+from .training import AVLlmSFTTrainer, DataMixture, apply_stage, stage_defaults
 
 KINDS = tuple(QUESTIONS)
 CONDITIONS = ("normal", "muted", "blanked")
@@ -84,10 +84,16 @@ def build_demo_model() -> tuple[AVLlmForConditionalGeneration, AVLlmProcessor]:
     return AVLlmForConditionalGeneration(config), build_processor(config, tokenizer)
 
 
+def by_kind(rows: list[dict]) -> dict[str, Dataset]:
+    """The rows of each question kind, a dataset each: the kind is the sample type its question is asked with."""
+    return {kind: Dataset.from_list([row for row in rows if row["kind"] == kind]) for kind in KINDS}
+
+
 def _train_stage(
-    model, processor, rows: list[dict], stage: str, steps: int, learning_rate: float, budget, output, first_step=0
+    model, processor, data: list[dict], stage: str, steps: int, learning_rate: float, budget, output, first_step=0
 ):
-    """Trains `steps` steps of `stage` on shuffled `rows`; returns the loss curve as (global step, loss)."""
+    """Trains `steps` steps of `stage` on the mixture of the dataset entries `data` (`DatasetEntry` fields), every
+    batch holding each in proportion; returns the loss curve as (global step, loss)."""
     apply_stage(model, stage)
     args = SFTConfig(
         output_dir=str(output),
@@ -103,9 +109,7 @@ def _train_stage(
         seed=0,
         **{**stage_defaults(stage), "learning_rate": learning_rate, "num_train_epochs": 1},
     )
-    trainer = AVLlmSFTTrainer(
-        model=model, args=args, train_dataset=Dataset.from_list(rows).shuffle(seed=0), processing_class=processor
-    )
+    trainer = AVLlmSFTTrainer(model=model, args=args, train_dataset=DataMixture(data), processing_class=processor)
     trainer.train()
     return [(first_step + entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
 
@@ -177,11 +181,12 @@ def run_demo(output_dir: str = "outputs/demo", budget: DemoBudget | None = None,
     test_rows = [json.loads(line) for line in paths["test"].read_text().splitlines()]
 
     model, processor = build_demo_model()
+    mixture = [{"path": dataset} for dataset in by_kind(train_rows).values()]  # modality-augmented training
     curves = {
         "stage 1 (projectors)": _train_stage(
             model,
             processor,
-            train_rows,
+            mixture,
             "pretrain",
             budget.stage1_steps,
             budget.stage1_learning_rate,
@@ -191,7 +196,7 @@ def run_demo(output_dir: str = "outputs/demo", budget: DemoBudget | None = None,
         "stage 2 (projectors + LLM)": _train_stage(
             model,
             processor,
-            train_rows,
+            mixture,
             "sft",
             budget.stage2_steps,
             budget.stage2_learning_rate,
@@ -253,7 +258,7 @@ def _print_report(report: dict) -> None:
 
 
 # AV-LLM Table 4 at equal budget: the order in which joint (every question over <AUD_VIS>) and separate (visual
-# questions over <VIS>, audio questions over <AUD>) samples are seen.
+# questions over <VIS>, audio questions over <AUD>) samples are seen; MAT mixes both in every batch.
 ABLATION_SCHEDULES = {
     "MAT (mixed in every batch)": (("joint+separate", 1.0),),
     "PT1 (joint, then separate)": (("joint", 0.5), ("separate", 0.5)),
@@ -262,11 +267,14 @@ ABLATION_SCHEDULES = {
 
 
 def _ablation_pools(train_rows: list[dict]) -> dict[str, list[dict]]:
-    joint = []
-    for row in train_rows:
-        clip_id, path = row["id"].rsplit("-", 1)[0], row["messages"][0]["content"][0]["path"]
-        joint.append(question_row(clip_id, path, row["kind"], row["answer"], sample_type=AUDIO_VISUAL))
-    separate = [row for row in train_rows if row["kind"] != AUDIO_VISUAL]
+    """The dataset entries of each phase. Joint: every question asked over `<AUD_VIS>`, the visual and audio ones
+    through the explicit view `audio_visual` (it only adds a modality: their answers do not change); separate: the
+    visual and audio questions over their own sample types."""
+    datasets = by_kind(train_rows)
+    joint = [{"path": datasets[AUDIO_VISUAL]}] + [
+        {"path": datasets[kind], "view": AUDIO_VISUAL} for kind in (VISUAL, AUDIO)
+    ]
+    separate = [{"path": datasets[kind]} for kind in (VISUAL, AUDIO)]
     return {"joint": joint, "separate": separate, "joint+separate": joint + separate}
 
 

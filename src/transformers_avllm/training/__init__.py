@@ -1,7 +1,24 @@
-"""Training: the multimodal collator, stage presets and the SFTTrainer for AVLlm models (not shipped to the Hub)."""
+"""Training: the multimodal collator, the data mixture, stage presets and the SFTTrainer for AVLlm models (not shipped
+to the Hub)."""
 
-from .collator import AVLlmDataCollator, BadSampleError, SampleTooLongError
-from .data import from_llava_format, load_av_dataset, mix_modalities, modality_view
+from .collator import (
+    AVLlmDataCollator,
+    BadSampleError,
+    SampleTooLongError,
+    TokenBudgetError,
+    check_token_budget,
+    media_tokens_per_sample_type,
+)
+from .data import (
+    DataMixture,
+    DatasetEntry,
+    DatasetFormatError,
+    MixtureSampler,
+    canonical_dataset,
+    from_llava_format,
+    load_av_dataset,
+    mix_datasets,
+)
 from .stages import STAGES, apply_stage, stage_defaults
 from .trainer import AVLlmSFTTrainer
 
@@ -9,12 +26,19 @@ __all__ = [
     "AVLlmDataCollator",
     "AVLlmSFTTrainer",
     "BadSampleError",
-    "SampleTooLongError",
+    "DataMixture",
+    "DatasetEntry",
+    "DatasetFormatError",
+    "MixtureSampler",
     "STAGES",
+    "SampleTooLongError",
+    "TokenBudgetError",
     "apply_stage",
+    "canonical_dataset",
+    "check_token_budget",
     "from_llava_format",
     "load_av_dataset",
-    "mix_modalities",
-    "modality_view",
+    "media_tokens_per_sample_type",
+    "mix_datasets",
     "stage_defaults",
 ]

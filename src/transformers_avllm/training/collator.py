@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.avllm import TOKEN_TYPE_IDS, AVLlmProcessor, MediaError
+from ..models.avllm import AUDIO, AUDIO_VISUAL, TOKEN_TYPE_IDS, VISUAL, AVLlmConfig, AVLlmProcessor, MediaError
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -20,7 +20,45 @@ class BadSampleError(ValueError):
 
 
 class SampleTooLongError(BadSampleError):
-    """A sample longer than `max_length` whose cut would go through a placeholder run."""
+    """A sample longer than its token limit whose cut would go through a placeholder run."""
+
+
+class TokenBudgetError(ValueError):
+    """The media of some sample type alone leave no room for text in the sequence length the run allows."""
+
+
+def media_tokens_per_sample_type(config: AVLlmConfig) -> dict[str, int]:
+    """The placeholder tokens a sample of each kind the model takes carries: an image, a visual-only video, an audio
+    clip, a video with its audio track."""
+    tokens = {}
+    if config.vision_config is not None:
+        tokens["image"] = config.num_image_tokens
+        tokens[VISUAL] = config.num_video_tokens
+    if config.audio_config is not None:
+        tokens[AUDIO] = config.num_audio_tokens
+    if config.vision_config is not None and config.audio_config is not None:
+        tokens[AUDIO_VISUAL] = config.num_video_tokens + config.num_audio_tokens
+    return tokens
+
+
+def check_token_budget(config: AVLlmConfig, text_budget: int | None, max_length: int | None) -> dict[str, int]:
+    """Checks at start-up that a sample of each type fits: its media tokens + `text_budget` within the LLM's
+    positions (`max_position_embeddings`, where the config has it), and its media tokens alone below `max_length`
+    when one is set. Returns the media tokens per sample type; raises `TokenBudgetError` with the numbers."""
+    media = media_tokens_per_sample_type(config)
+    context = getattr(config.text_config, "max_position_embeddings", None)
+    numbers = (
+        f"media tokens per sample: {', '.join(f'{kind} {count}' for kind, count in media.items())}; "
+        f"text_budget={text_budget}, max_length={max_length}, the LLM's max_position_embeddings={context}"
+    )
+    largest = max(media.values(), default=0)
+    if max_length is not None and largest >= max_length:
+        raise TokenBudgetError(f"the media alone reach max_length, no room is left for text ({numbers})")
+    if text_budget is not None and context is not None and largest + text_budget > context:
+        raise TokenBudgetError(
+            f"{largest} media tokens + text_budget {text_budget} exceed the LLM's {context} positions ({numbers})"
+        )
+    return media
 
 
 @dataclass
@@ -31,21 +69,23 @@ class AVLlmDataCollator:
 
     Args:
         processor: the model's `AVLlmProcessor`.
-        max_length: longest sequence; longer rows are cut at the end when every placeholder run lies before the cut,
-            otherwise handled as `overflow` says.
+        text_budget: tokens of text a row may hold: a row is limited to its own media tokens + this (`None`: no
+            limit from it).
+        max_length: longest sequence whatever the row (`None`: none). A row over its limit is cut at the end when
+            every placeholder run lies before the cut, otherwise handled as `overflow` says.
         overflow: `"error"` (raise `SampleTooLongError`) or `"drop"` (leave the row out, counted in the logs) for a row
             that cannot be cut without cutting a placeholder run.
         skip_bad_samples: leave out rows whose media cannot be decoded (counted in the logs) instead of raising.
-        use_audio: `False` trains every video as video only (`<VIS>`).
-        missing_audio: the processor's `missing_audio` policy for videos without an audio track.
+        missing_audio: the processor's `missing_audio` policy for videos without an audio track; a row's own
+            `missing_audio` field (its dataset's policy, see `DataMixture`) wins.
     """
 
     processor: AVLlmProcessor
     max_length: int | None = None
     overflow: str = "error"
     skip_bad_samples: bool = False
-    use_audio: bool = True
     missing_audio: str | None = None
+    text_budget: int | None = None
 
     def __post_init__(self):
         if self.overflow not in ("error", "drop"):
@@ -61,8 +101,7 @@ class AVLlmDataCollator:
                 tokenize=True,
                 return_dict=True,
                 return_assistant_tokens_mask=True,
-                use_audio=self.use_audio,
-                missing_audio=self.missing_audio,
+                missing_audio=example.get("missing_audio") or self.missing_audio,
                 processor_kwargs={"padding": False},
             )
         except (MediaError, ValueError, KeyError) as err:
@@ -73,16 +112,20 @@ class AVLlmDataCollator:
         if not (labels != IGNORE_INDEX).any():
             raise BadSampleError(sample_id, "no assistant reply to train on")
         encoded["labels"] = labels
-        if self.max_length is not None and input_ids.shape[1] > self.max_length:
+        num_media = int(is_placeholder.sum())
+        limits = [self.max_length, None if self.text_budget is None else num_media + self.text_budget]
+        limit = min((value for value in limits if value is not None), default=None)
+        if limit is not None and input_ids.shape[1] > limit:
             last_placeholder = int(is_placeholder[0].nonzero().max()) if is_placeholder.any() else -1
-            if last_placeholder >= self.max_length:
+            if last_placeholder >= limit:
                 raise SampleTooLongError(
                     sample_id,
-                    f"{input_ids.shape[1]} tokens; cutting at max_length={self.max_length} would cut a placeholder "
-                    f"run ending at {last_placeholder}",
+                    f"{input_ids.shape[1]} tokens ({num_media} of media); cutting at {limit} (text_budget="
+                    f"{self.text_budget}, max_length={self.max_length}) would cut a placeholder run ending at "
+                    f"{last_placeholder}",
                 )
             for key in ("input_ids", "attention_mask", "mm_token_type_ids", "labels"):
-                encoded[key] = encoded[key][:, : self.max_length]
+                encoded[key] = encoded[key][:, :limit]
         return dict(encoded)
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -105,7 +148,8 @@ class AVLlmDataCollator:
         return self.pad(rows)
 
     def pad(self, rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Right-pads the text tensors and concatenates the media tensors in row order."""
+        """Right-pads the text tensors and concatenates the media tensors in row order; audio clips covered by fewer
+        windows than the batch's longest get empty windows (`input_features_mask` 0) at the end."""
         width = max(row["input_ids"].shape[1] for row in rows)
         pad_values = {
             "input_ids": self.processor.tokenizer.pad_token_id,
@@ -119,8 +163,17 @@ class AVLlmDataCollator:
             )
             for key, value in pad_values.items()
         }
-        for key in ("pixel_values", "pixel_values_videos", "input_features"):
+        for key in ("pixel_values", "pixel_values_videos", "input_features", "input_features_mask"):
             tensors = [row[key] for row in rows if key in row]
+            if key.startswith("input_features"):
+                windows = max((tensor.shape[1] for tensor in tensors), default=0)
+                tensors = [_pad_dim1(tensor, windows) for tensor in tensors]
             if tensors:
                 batch[key] = torch.cat(tensors)
         return batch
+
+
+def _pad_dim1(tensor: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero-pads dim 1 of `tensor` to `size` (the windows of `input_features` / `input_features_mask`)."""
+    padding = [0, 0] * (tensor.ndim - 2) + [0, size - tensor.shape[1]]
+    return torch.nn.functional.pad(tensor, padding)

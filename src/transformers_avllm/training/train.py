@@ -13,9 +13,9 @@ from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
 from ..components import from_pretrained_components
 from ..export import build_model_card, export_pretrained, recorded_base_models
-from ..models.avllm import AUDIO_VISUAL, SAMPLE_TYPES
-from .collator import AVLlmDataCollator
-from .data import load_av_dataset, mix_modalities, modality_view
+from ..models.avllm import MISSING_AUDIO_POLICIES
+from .collator import AVLlmDataCollator, TokenBudgetError, check_token_budget
+from .data import DatasetEntry, DatasetFormatError, mix_datasets
 from .stages import STAGES, apply_stage, stage_defaults
 from .trainer import AVLlmSFTTrainer
 
@@ -33,29 +33,57 @@ class AVLlmArguments:
     num_frames: int = 32
     num_audio_segments: int = 4
     audio_tokens_per_segment: int = 1
-    modalities: list[str] = field(
-        default_factory=lambda: [AUDIO_VISUAL],
-        metadata={"help": f"modality views of the dataset to mix (of {', '.join(SAMPLE_TYPES)}): >1 is MAT"},
+    audio_visual_order: str = field(
+        default="visual_first", metadata={"help": "a new model's order of a video's runs: visual_first | audio_first"}
     )
-    modality_probabilities: list[float] | None = field(default=None, metadata={"help": "sampling weight per view"})
-    media_root: str | None = field(default=None, metadata={"help": "folder that relative media paths start from"})
+    datasets: list[dict] = field(
+        default_factory=list,
+        metadata={
+            "help": "the training data: a list of {path, weight, media_root, split, missing_audio, view, use_audio} "
+            "(docs/training.md); without it, dataset_name is the one dataset"
+        },
+    )
+    media_root: str | None = field(
+        default=None, metadata={"help": "folder that relative media paths start from (for entries that set none)"}
+    )
+    missing_audio: str = field(
+        default="error",
+        metadata={"help": f"videos without an audio track (an entry may set its own): {MISSING_AUDIO_POLICIES}"},
+    )
+    text_budget: int = field(
+        default=256,
+        metadata={"help": "text tokens a row may hold: its limit is its own media tokens + this (max_length caps it)"},
+    )
+    max_audio_windows: int | None = field(
+        default=None, metadata={"help": "cap on the windows that cover one audio segment (None: as the processor)"}
+    )
     skip_bad_samples: bool = False
     overflow: str = field(default="error", metadata={"help": "error | drop: rows whose cut would cut a placeholder"})
     export_dir: str | None = field(default=None, metadata={"help": "also export a Hub repo folder here"})
 
 
+# Recipe keys that no longer exist, and what replaced them.
+REMOVED_RECIPE_KEYS = {
+    "modalities": "a recipe's `datasets` (visual-only, audio-only, audio-visual ones) mixed in every batch is MAT",
+    "modality_probabilities": "each dataset of `datasets` has its `weight`",
+}
+
+
 def _stage_of(argv: list[str]) -> str:
-    """The stage named on the command line or in the recipe (needed before parsing, to pick its defaults)."""
+    """The stage named on the command line or in the recipe (needed before parsing, to pick its defaults); refuses a
+    recipe with a removed key, saying what replaced it."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     pre.add_argument("--stage")
     known, _ = pre.parse_known_args(argv)
-    if known.stage:
-        return known.stage
+    recipe = {}
     if known.config:
         with open(known.config) as file:
-            return (yaml.safe_load(file) or {}).get("stage", "pretrain")
-    return "pretrain"
+            recipe = yaml.safe_load(file) or {}
+    for key, replacement in REMOVED_RECIPE_KEYS.items():
+        if key in recipe or f"--{key}" in argv:
+            raise SystemExit(f"{key} is no longer a recipe key: {replacement} (docs/training.md)")
+    return known.stage or recipe.get("stage", "pretrain")
 
 
 def parse_train_args(argv: list[str]):
@@ -63,7 +91,9 @@ def parse_train_args(argv: list[str]):
     stage = _stage_of(argv)
     if stage not in STAGES:
         raise SystemExit(f"unknown stage {stage!r}; choose one of {sorted(STAGES)}")
-    parser.set_defaults_with_config(**stage_defaults(stage))
+    # TRL's max_length (1024) is a text-only default: a row's limit is its media + `text_budget` unless a recipe
+    # sets max_length itself
+    parser.set_defaults_with_config(max_length=None, **stage_defaults(stage))
     return parser.parse_args_and_config(argv)
 
 
@@ -83,8 +113,34 @@ def build_model_and_processor(model_args: ModelConfig, av_args: AVLlmArguments):
         num_frames=av_args.num_frames,
         num_audio_segments=av_args.num_audio_segments,
         audio_tokens_per_segment=av_args.audio_tokens_per_segment,
+        audio_visual_order=av_args.audio_visual_order,
         **{key: value for key, value in load_kwargs.items() if value is not None},
     )
+
+
+def dataset_entries(script_args: ScriptArguments, av_args: AVLlmArguments) -> list[DatasetEntry]:
+    """The recipe's `datasets` (entries without `media_root` take the recipe's), or `dataset_name` as the only one."""
+    if av_args.datasets and script_args.dataset_name:
+        raise DatasetFormatError("give either datasets (a list) or dataset_name (one dataset), not both")
+    specs = av_args.datasets or (
+        [{"path": script_args.dataset_name, "split": script_args.dataset_train_split}]
+        if script_args.dataset_name
+        else []
+    )
+    if not specs:
+        raise DatasetFormatError("the recipe names no training data: give datasets (or dataset_name)")
+    entries = []
+    for spec in specs:
+        if not isinstance(spec, dict) or "path" not in spec:
+            raise DatasetFormatError(f"each entry of datasets needs a path: {spec!r}")
+        unknown = set(spec) - set(DatasetEntry.__dataclass_fields__)
+        if unknown:
+            raise DatasetFormatError(
+                f"datasets entry {spec['path']}: unknown keys {sorted(unknown)}; "
+                f"known: {list(DatasetEntry.__dataclass_fields__)}"
+            )
+        entries.append(DatasetEntry(**{"media_root": av_args.media_root, **spec}))
+    return entries
 
 
 def _weight_sharding(trainer: AVLlmSFTTrainer) -> str | None:
@@ -106,21 +162,21 @@ def train(argv: list[str]) -> AVLlmSFTTrainer:
         lora_alpha=model_args.lora_alpha,
         lora_dropout=model_args.lora_dropout,
     )
-    dataset = load_av_dataset(script_args.dataset_name, script_args.dataset_train_split, av_args.media_root)
-    views = {modality: modality_view(dataset, modality) for modality in av_args.modalities}
-    probabilities = (
-        dict(zip(av_args.modalities, av_args.modality_probabilities, strict=True))
-        if (av_args.modality_probabilities)
-        else None
-    )
-    train_dataset = (
-        mix_modalities(views, probabilities, seed=training_args.seed) if len(views) > 1 else views.popitem()[1]
-    )
+    if av_args.max_audio_windows is not None:
+        processor.max_audio_windows = av_args.max_audio_windows
+    try:
+        media_tokens = check_token_budget(model.config, av_args.text_budget, training_args.max_length)
+        entries = dataset_entries(script_args, av_args)
+        train_dataset = mix_datasets(entries, missing_audio=av_args.missing_audio)
+    except (TokenBudgetError, DatasetFormatError) as err:
+        raise SystemExit(f"avllm train: {err}") from err
     collator = AVLlmDataCollator(
         processor,
         max_length=training_args.max_length,
+        text_budget=av_args.text_budget,
         overflow=av_args.overflow,
         skip_bad_samples=av_args.skip_bad_samples,
+        missing_audio=av_args.missing_audio,
     )
     trainer = AVLlmSFTTrainer(
         model=model,
@@ -146,13 +202,15 @@ def train(argv: list[str]) -> AVLlmSFTTrainer:
         "learning_rate": training_args.learning_rate,
         "steps": trainer.state.global_step,
         "final_loss": round(losses[-1], 4) if losses else None,
-        "modalities": "+".join(av_args.modalities),
+        "data": " + ".join(f"{entry.name} x{entry.weight:g}" for entry in entries),
+        "max_media_tokens": max(media_tokens.values()),
+        "text_budget": av_args.text_budget,
     }
     # The card travels with the checkpoint: its `base_model` is where a next stage or an export finds the base models.
     card = {
         "base_models": recorded_base_models(model),
         "training_stages": [stage],
-        "datasets": [script_args.dataset_name],
+        "datasets": [entry.name for entry in entries],
     }
     output_dir = Path(training_args.output_dir)
     if trainer.is_world_process_zero():

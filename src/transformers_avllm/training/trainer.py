@@ -7,17 +7,19 @@ from trl import SFTConfig, SFTTrainer
 
 from ..models.avllm import ROW_TYPES, AVLlmProcessor, row_type_indices
 from .collator import AVLlmDataCollator
+from .data import DataMixture, MixtureSampler
 
 
 class AVLlmSFTTrainer(SFTTrainer):
     """`SFTTrainer` for AVLlm models.
 
-    Sets what the multimodal collator needs (`skip_prepare_dataset`, `remove_unused_columns=False`, truncation to
-    `args.max_length` in the collator instead of the dataset preparation), builds an `AVLlmDataCollator` when none is
-    given, turns on the zero-weighted pass through absent branches (`AVLlmModel.touch_absent_modalities`, a switch of
-    this run, not saved with the model) when training runs on several processes (so ranks whose batch lacks a
-    modality do not hang), and logs the loss per modality (`loss_visual`, `loss_audio`,
-    `loss_audio_visual`, `loss_text`) beside the total.
+    Sets what the multimodal collator needs (`skip_prepare_dataset`, `remove_unused_columns=False`, no truncation in
+    the dataset preparation: `args.max_length` is cleared, so TRL's text-only default never reaches the collator,
+    which takes its own limits), builds an `AVLlmDataCollator` when none is given, draws a `DataMixture` given as
+    `train_dataset` with its `MixtureSampler` (every batch mixes its datasets), turns on the zero-weighted pass
+    through absent branches (`AVLlmModel.touch_absent_modalities`, a switch of this run, not saved with the model)
+    when training runs on several processes (so ranks whose batch lacks a modality do not hang), and logs the loss
+    per modality (`loss_visual`, `loss_audio`, `loss_audio_visual`, `loss_text`) beside the total.
     """
 
     def __init__(
@@ -27,18 +29,33 @@ class AVLlmSFTTrainer(SFTTrainer):
         processing_class: AVLlmProcessor,
         data_collator=None,
         touch_absent_modalities: bool = True,
+        train_dataset=None,
         **kwargs,
     ):
         args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
         args.remove_unused_columns = False
         if data_collator is None:
-            data_collator = AVLlmDataCollator(processing_class, max_length=args.max_length)
+            data_collator = AVLlmDataCollator(processing_class)
         args.max_length = None
         if touch_absent_modalities and args.world_size > 1:
             (model.get_base_model() if isinstance(model, PeftModel) else model).model.touch_absent_modalities = True
+        # TRL takes `datasets` datasets only: a mixture trains on its rows, drawn by its sampler
+        self.mixture = train_dataset if isinstance(train_dataset, DataMixture) else None
         super().__init__(
-            model=model, args=args, processing_class=processing_class, data_collator=data_collator, **kwargs
+            model=model,
+            args=args,
+            processing_class=processing_class,
+            data_collator=data_collator,
+            train_dataset=train_dataset.rows if self.mixture is not None else train_dataset,
+            **kwargs,
         )
+
+    def _get_train_sampler(self, train_dataset=None):
+        train_dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.mixture is not None and train_dataset is self.mixture.rows:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return MixtureSampler(self.mixture, seed=seed)
+        return super()._get_train_sampler(train_dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # SFTTrainer calls the model once with its fused LM head, whose per-token log-probabilities are all that the

@@ -50,8 +50,15 @@ class AVLlmConfig(PreTrainedConfig):
         num_audio_segments (`int`, defaults to 4):
             K: audio segments per clip, each encoded separately.
         audio_tokens_per_segment (`int`, defaults to 1):
-            Tokens each segment contributes (the tower's last hidden state averaged over frequency and pooled over
-            time to this length; 1 = one embedding per segment as in AV-LLM).
+            Tokens each segment contributes: the tower's time sequence (CLAP: averaged over frequency) over the frames
+            of real audio of the windows covering the segment, average-pooled to this length (padding is left out
+            where the processor's `input_features_mask` marks it); 1 = one embedding per segment as in AV-LLM.
+        audio_visual_order (`str`, defaults to `"visual_first"`):
+            Order of the placeholder runs of a video that brings its own audio track (`<AUD_VIS>`): `"visual_first"`
+            (AV-LLM, 000 §3.1: temporal, spatial, then auditory tokens) or `"audio_first"` (001 §3: "Audio, visual,
+            and text token embeddings are then concatenated"). The processor expands in this order; the model fills
+            each placeholder by its type, in whatever order they come. Configs saved without it load as
+            `"visual_first"`.
         image_token_id / video_token_id / audio_token_id (`int`):
             Ids of the placeholder tokens (`<image>`, `<video>`, `<audio>`) that the processor expands and the model
             fills with features.
@@ -76,6 +83,7 @@ class AVLlmConfig(PreTrainedConfig):
     stc_padding: int = 1
     num_audio_segments: int = 4
     audio_tokens_per_segment: int = 1
+    audio_visual_order: Literal["visual_first", "audio_first"] = "visual_first"
     image_token_id: int = 32000
     video_token_id: int = 32001
     audio_token_id: int = 32002

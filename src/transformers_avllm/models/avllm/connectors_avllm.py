@@ -181,6 +181,27 @@ class AVLlmSTCConnector(nn.Module):
         return self.readout(hidden)
 
 
+def pool_valid_frames(sequence: torch.Tensor, valid: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """Adaptive average pooling of each row's valid frames only, as `adaptive_avg_pool1d` of those frames alone.
+
+    Args:
+        sequence: `(S, F, D)` frames of S segments.
+        valid: `(S, F)` bool, the frames holding real audio (in time order; padding frames are left out).
+        num_tokens: T, tokens per segment.
+    Returns:
+        `(S, T, D)`: token i averages valid frames `floor(i * n / T)` to `ceil((i + 1) * n / T) - 1` of a segment with
+        n valid frames (zeros for a segment without any).
+    """
+    rank = valid.cumsum(dim=1) - 1  # (S, F) index of each valid frame among its segment's valid frames
+    count = valid.sum(dim=1, keepdim=True)  # (S, 1)
+    bins = torch.arange(num_tokens, device=sequence.device)[None]  # (1, T)
+    start = bins * count // num_tokens  # (S, T)
+    end = ((bins + 1) * count + num_tokens - 1) // num_tokens
+    inside = valid[:, None] & (rank[:, None] >= start[..., None]) & (rank[:, None] < end[..., None])  # (S, T, F)
+    weights = inside / (end - start).clamp(min=1)[..., None]
+    return torch.bmm(weights.to(sequence.dtype), sequence)
+
+
 class AVLlmAudioProjector(nn.Module):
     """Projects audio tokens `(B, K * L, D_a)` to the LLM width: `linear` (AV-LLM) or `mlp2x_gelu` (001,
     VideoLLaMA 2)."""

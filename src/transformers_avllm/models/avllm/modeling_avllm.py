@@ -19,7 +19,7 @@ from .compat_avllm import (
     accepts_past_key_values,
 )
 from .configuration_avllm import AVLlmConfig
-from .connectors_avllm import VIDEO_CONNECTORS, AVLlmAudioProjector
+from .connectors_avllm import VIDEO_CONNECTORS, AVLlmAudioProjector, pool_valid_frames
 from .modality_avllm import TOKEN_TYPE_IDS
 from .towers_avllm import tower_family
 
@@ -40,16 +40,17 @@ class AVLlmModelOutputWithPast(MultimodalBaseModelOutputWithPast):
 @dataclass
 class AVLlmAudioFeaturesOutput(BaseModelOutputWithPooling):
     r"""
-    What `get_audio_features` returns for `num_audios` clips of K segments each.
+    What `get_audio_features` returns for `num_audios` clips of K segments each, every segment covered by W windows
+    (W = 1 when every segment fits the feature extractor's window).
 
-    last_hidden_state (`(num_audios, K * L', D_a)`): the audio tower's time sequence of each clip (its segments'
-        sequences one after the other).
+    last_hidden_state (`(num_audios, K * W * L', D_a)`): the audio tower's time sequence of each clip (its segments'
+        sequences one after the other, each the sequences of its windows in time order, padding frames included).
     pooler_output (`(num_audios, K * audio_tokens_per_segment, hidden_size)`): the projected tokens that fill the
-        clip's audio placeholders, in segment order.
-    hidden_states / attentions (*optional*, when asked for): the tower's, one row per segment (`(num_audios * K, ...)`,
-        clip by clip), as the tower runs on each segment alone.
-    segment_hidden_states (`(num_audios * K, L', D_a)`): the time sequence of each segment, one row per segment (the
-        rows of `hidden_states` and `attentions`).
+        clip's audio placeholders, in segment order, each segment's pooled over its frames of real audio.
+    hidden_states / attentions (*optional*, when asked for): the tower's, one row per window (`(num_audios * W * K,
+        ...)`, clip by clip, window by window as in `input_features`), as the tower runs on each window alone.
+    segment_hidden_states (`(num_audios * W * K, L', D_a)`): the time sequence of each window the tower ran on, one
+        row per window (the rows of `hidden_states` and `attentions`).
     """
 
     segment_hidden_states: torch.FloatTensor | None = None
@@ -185,24 +186,50 @@ class AVLlmModel(AVLlmPreTrainedModel):
 
     @can_return_tuple
     def get_audio_features(
-        self, input_features: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+        self,
+        input_features: torch.FloatTensor,
+        input_features_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> AVLlmAudioFeaturesOutput:
         """
         Args:
-            input_features: `(num_audios, K, *segment_shape)`, one feature-extractor output per segment.
+            input_features: `(num_audios, W * K, *window_shape)`, one feature-extractor output per window: the K
+                segments of a clip, each covered by W consecutive windows, laid out window by window (the first
+                windows of the K segments, then their second windows, ...; W = 1 for segments that fit a window).
+            input_features_mask (*optional*): `(num_audios, W * K, F)`, 1 on the feature frames of real audio (the
+                processor's output); the tokens pool those frames only. Without it every frame counts.
             kwargs: go to the audio tower (`output_hidden_states`, `output_attentions`, ...).
         Returns:
-            `AVLlmAudioFeaturesOutput`, one row per audio except where it says per segment.
+            `AVLlmAudioFeaturesOutput`, one row per audio except where it says per window; each segment's tokens
+            pooled over the real-audio frames of its windows.
         """
         self._require_tower(self.audio_tower, "audio")
-        num_audios, num_segments = input_features.shape[:2]
-        segments = input_features.flatten(0, 1).to(self.audio_tower.dtype)
-        outputs = tower_family(self.config.audio_config).segment_sequence(self.audio_tower, segments, **kwargs)
+        num_audios, num_windows = input_features.shape[:2]
+        num_segments = self.config.num_audio_segments
+        if num_windows % num_segments:
+            raise ValueError(
+                f"input_features holds {num_windows} windows per clip, not a multiple of num_audio_segments="
+                f"{num_segments}; use the processor built for this model"
+            )
+        family = tower_family(self.config.audio_config)
+        windows = input_features.flatten(0, 1).to(self.audio_tower.dtype)
+        outputs = family.segment_sequence(self.audio_tower, windows, **kwargs)
         sequence = outputs.last_hidden_state
-        tokens = nn.functional.adaptive_avg_pool1d(sequence.transpose(1, 2), self.config.audio_tokens_per_segment)
-        tokens = tokens.transpose(1, 2).reshape(num_audios, -1, sequence.shape[-1])
+        if input_features_mask is None:
+            valid = torch.ones(sequence.shape[:2], dtype=torch.bool, device=sequence.device)
+        else:
+            valid = family.frame_mask(input_features_mask.flatten(0, 1).to(sequence.device), sequence.shape[1])
+
+        def by_segment(frames: torch.Tensor) -> torch.Tensor:
+            # (num_audios * W * K, L', ...) -> (num_audios * K, W * L', ...): each segment's windows in time order
+            frames = frames.unflatten(0, (num_audios, num_windows // num_segments, num_segments)).transpose(1, 2)
+            return frames.flatten(2, 3).flatten(0, 1)
+
+        segments = by_segment(sequence)
+        tokens = pool_valid_frames(segments, by_segment(valid), self.config.audio_tokens_per_segment)
+        tokens = tokens.reshape(num_audios, -1, sequence.shape[-1])
         return AVLlmAudioFeaturesOutput(
-            last_hidden_state=sequence.reshape(num_audios, -1, sequence.shape[-1]),
+            last_hidden_state=segments.reshape(num_audios, -1, sequence.shape[-1]),
             pooler_output=self.audio_projector(tokens),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
@@ -250,7 +277,7 @@ class AVLlmModel(AVLlmPreTrainedModel):
         if modality == "vision":
             features = self.get_image_features(item[None])  # one image
         else:
-            features = self.get_audio_features(item[None, None])  # one clip of one segment
+            features = self.get_audio_features(item.expand(1, self.config.num_audio_segments, *shape))  # one clip
         return inputs_embeds + 0.0 * features.pooler_output.sum().to(inputs_embeds.dtype)
 
     def _merge(
@@ -273,14 +300,16 @@ class AVLlmModel(AVLlmPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         mm_token_type_ids: torch.LongTensor | None = None,
+        input_features_mask: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> AVLlmModelOutputWithPast:
         r"""
         pixel_values (`(num_images, 3, H, W)`): images, each filling `num_image_tokens` image placeholders.
         pixel_values_videos (`(num_videos, num_frames, 3, H, W)`): videos, each filling `num_video_tokens` video
             placeholders.
-        input_features (`(num_audios, K, *segment_shape)`): audio clips (a video's own track or an audio file), each
-            filling `num_audio_tokens` audio placeholders.
+        input_features (`(num_audios, W * K, *window_shape)`): audio clips (a video's own track or an audio file),
+            each filling `num_audio_tokens` audio placeholders (see `get_audio_features`).
+        input_features_mask (`(num_audios, W * K, F)`, *optional*): 1 on the feature frames of real audio.
         mm_token_type_ids (`(batch, seq)`, *optional*): 0 text, 1 image, 2 video, 3 audio placeholder (the
             processor's output); locates placeholders, and is what makes an `inputs_embeds`-only call work.
         """
@@ -310,7 +339,7 @@ class AVLlmModel(AVLlmPreTrainedModel):
         if touch_absent and image_outputs is None and video_outputs is None:
             inputs_embeds = self._touch_absent_branch(inputs_embeds, "vision")
         if input_features is not None:
-            audio_outputs = self.get_audio_features(input_features, **tower_kwargs)
+            audio_outputs = self.get_audio_features(input_features, input_features_mask, **tower_kwargs)
             inputs_embeds = self._merge(
                 input_ids, inputs_embeds, "audio", audio_outputs.pooler_output, mm_token_type_ids
             )
@@ -360,9 +389,12 @@ class AVLlmForConditionalGeneration(AVLlmPreTrainedModel, GenerationMixin):
         return self.model.get_video_features(pixel_values_videos, **kwargs)
 
     def get_audio_features(
-        self, input_features: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+        self,
+        input_features: torch.FloatTensor,
+        input_features_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> AVLlmAudioFeaturesOutput:
-        return self.model.get_audio_features(input_features, **kwargs)
+        return self.model.get_audio_features(input_features, input_features_mask, **kwargs)
 
     @can_return_tuple
     @accepts_past_key_values
@@ -377,6 +409,7 @@ class AVLlmForConditionalGeneration(AVLlmPreTrainedModel, GenerationMixin):
         cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         mm_token_type_ids: torch.LongTensor | None = None,
+        input_features_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs: Unpack[TransformersKwargs],
@@ -390,6 +423,7 @@ class AVLlmForConditionalGeneration(AVLlmPreTrainedModel, GenerationMixin):
             pixel_values=pixel_values,
             pixel_values_videos=pixel_values_videos,
             input_features=input_features,
+            input_features_mask=input_features_mask,
             attention_mask=attention_mask,
             position_ids=position_ids,
             cache=cache,

@@ -44,6 +44,8 @@ MEDIA_KEYS = ("path", "url", "video", "audio", "image")
 MODALITY_TOKEN_PATTERN = re.compile("|".join(re.escape(token) for token in MODALITY_TOKENS.values()))
 # What to do with a video whose file has no audio track when its audio is asked for (see `AVLlmProcessor`).
 MISSING_AUDIO_POLICIES = ("error", "visual_only", "silence")
+# Where a video's audio placeholders go relative to its video placeholders (`AVLlmConfig.audio_visual_order`).
+AUDIO_VISUAL_ORDERS = ("visual_first", "audio_first")
 
 
 @dataclass
@@ -83,9 +85,9 @@ class AVLlmProcessor(ProcessorMixin):
 
     A video renders as `<AUD_VIS>` when its audio is used and the file has an audio track, as `<VIS>` when the caller
     asks for video only (`use_audio=False`); an image as `<VIS>`; an audio clip as `<AUD>` (`modality_avllm.py`).
-    Each modality token is expanded into exactly the placeholder tokens the model's connectors produce, in the
-    paper's order (video placeholders, then audio placeholders), through `ProcessorMixin`'s per-item hooks
-    (`replace_image_token`, `replace_video_token`, `replace_audio_token`).
+    Each modality token is expanded into exactly the placeholder tokens the model's connectors produce, through
+    `ProcessorMixin`'s per-item hooks (`replace_image_token`, `replace_video_token`, `replace_audio_token`); a
+    video with its audio track gets its video and audio runs in the model's `audio_visual_order`.
 
     Why `__call__` and `apply_chat_template` are ours rather than `ProcessorMixin`'s: the mixin expects one
     placeholder token per input in the text and media its sub-processors take as they are; here one modality token
@@ -98,6 +100,11 @@ class AVLlmProcessor(ProcessorMixin):
         num_audio_segments (`int`): K, audio segments per clip.
         num_video_tokens / num_image_tokens / num_audio_tokens (`int`): placeholders per item (`for_model` takes
             them from the model's config).
+        audio_visual_order (`str`, defaults to `"visual_first"`): the model config's order of a video's runs,
+            `"visual_first"` or `"audio_first"` (`for_model` takes it from the config).
+        max_audio_windows (`int`, *optional*): audio segments longer than the feature extractor's window (Whisper:
+            30 s) are covered by consecutive windows, never cropped; this caps the windows per segment (a longer clip
+            raises `ValueError`). `None`: no cap.
         missing_audio (`str`, defaults to `"error"`): what to do with a video whose file has no audio track when its
             audio is asked for (`MISSING_AUDIO_POLICIES`; a call may override it): `"error"` (raise
             `MissingStreamError`), `"visual_only"` (render it as `<VIS>`) or `"silence"` (feed a silent waveform, as
@@ -120,6 +127,8 @@ class AVLlmProcessor(ProcessorMixin):
         num_image_tokens: int = 0,
         num_audio_tokens: int = 0,
         missing_audio: str = "error",
+        audio_visual_order: str = "visual_first",
+        max_audio_windows: int | None = None,
     ):
         self.num_frames = num_frames
         self.num_audio_segments = num_audio_segments
@@ -127,6 +136,12 @@ class AVLlmProcessor(ProcessorMixin):
         self.num_image_tokens = num_image_tokens
         self.num_audio_tokens = num_audio_tokens
         self.missing_audio = _check_missing_audio(missing_audio)
+        if audio_visual_order not in AUDIO_VISUAL_ORDERS:
+            raise ValueError(f"audio_visual_order must be one of {AUDIO_VISUAL_ORDERS}, got {audio_visual_order!r}")
+        self.audio_visual_order = audio_visual_order
+        if max_audio_windows is not None and max_audio_windows < 1:
+            raise ValueError(f"max_audio_windows must be None or >= 1, got {max_audio_windows}")
+        self.max_audio_windows = max_audio_windows
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
         self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
         self.audio_token_id = tokenizer.convert_tokens_to_ids(self.audio_token)
@@ -147,6 +162,7 @@ class AVLlmProcessor(ProcessorMixin):
             num_video_tokens=config.num_video_tokens,
             num_image_tokens=config.num_image_tokens,
             num_audio_tokens=config.num_audio_tokens,
+            audio_visual_order=config.audio_visual_order,
             **kwargs,
         )
 
@@ -196,28 +212,50 @@ class AVLlmProcessor(ProcessorMixin):
 
     # ---- decoding ------------------------------------------------------------------------------------------------
 
-    def _audio_features(self, waveforms: list[np.ndarray]) -> torch.Tensor:
-        """`(num_audios, K, *segment_shape)` from mono waveforms; segments longer than the extractor's window are
-        centre-cropped to it, shorter ones padded by the extractor."""
-        window = getattr(self.feature_extractor, "n_samples", None) or getattr(
-            self.feature_extractor, "nb_max_samples", None
-        )
+    def _audio_features(self, waveforms: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """`input_features (num_audios, W * K, *window_shape)` and `input_features_mask (num_audios, W * K, F)` from
+        mono waveforms. Each clip is split into K segments; a segment longer than the feature extractor's window is
+        covered by consecutive windows, W of them for every segment of the call (the most any segment needs, a last
+        window holding what is left; extra windows are padding), laid out window by window: the first windows of the
+        K segments, then their second windows, and so on. The mask marks the feature frames of real audio, from the
+        extractor's own attention mask where it gives one (Whisper: one per hop), else one flag per window."""
+        extractor = self.feature_extractor
+        window = getattr(extractor, "n_samples", None) or getattr(extractor, "nb_max_samples", None)
         segments = []
         for waveform in waveforms:
-            for segment in split_audio_segments(waveform, self.num_audio_segments):
-                if window and len(segment) > window:
-                    start = (len(segment) - window) // 2
-                    segment = segment[start : start + window]
-                segments.append(segment)
-        extracted = self.feature_extractor(
-            segments, sampling_rate=self.feature_extractor.sampling_rate, return_tensors="pt"
+            length = -(-len(waveform) // self.num_audio_segments)  # split_audio_segments pads only the last one
+            for index, segment in enumerate(split_audio_segments(waveform, self.num_audio_segments)):
+                # a windowed extractor gets the real samples only (it pads each window itself); any other takes
+                # whole segments of equal length
+                segments.append(segment[: max(0, min(length, len(waveform) - index * length))] if window else segment)
+        num_windows = max(1, max(-(-len(segment) // window) for segment in segments)) if window else 1
+        if self.max_audio_windows is not None and num_windows > self.max_audio_windows:
+            seconds = max(len(segment) for segment in segments) / extractor.sampling_rate
+            raise ValueError(
+                f"an audio segment of {seconds:.1f} s needs {num_windows} windows of "
+                f"{window / extractor.sampling_rate:g} s, more than max_audio_windows={self.max_audio_windows}"
+            )
+        chunks = []  # (num_audios, W, K) in order
+        for first in range(0, len(segments), self.num_audio_segments):
+            clip = segments[first : first + self.num_audio_segments]
+            for index in range(num_windows):
+                chunks += [segment[index * window : (index + 1) * window] if window else segment for segment in clip]
+        empty = [len(chunk) == 0 for chunk in chunks]
+        extracted = extractor(
+            [chunk if len(chunk) else np.zeros(1, dtype=np.float32) for chunk in chunks],
+            sampling_rate=extractor.sampling_rate,
+            return_attention_mask=True,
+            return_tensors="pt",
         )
         features = extracted["input_features"] if "input_features" in extracted else extracted["input_values"]
-        return features.unflatten(0, (len(waveforms), self.num_audio_segments))
+        mask = extracted["attention_mask"] if "attention_mask" in extracted else torch.ones(len(chunks), 1)
+        mask = mask.long().masked_fill(torch.tensor(empty)[:, None], 0)
+        shape = (len(waveforms), num_windows * self.num_audio_segments)
+        return {"input_features": features.unflatten(0, shape), "input_features_mask": mask.unflatten(0, shape)}
 
     def _media_inputs(self, items: list[MediaItem]) -> tuple[dict, list[list[float] | None]]:
-        """Decodes the items' media: `pixel_values_videos`, `pixel_values`, `input_features` (those present) and, per
-        video, the timestamps of its sampled frames."""
+        """Decodes the items' media: `pixel_values_videos`, `pixel_values`, `input_features` with
+        `input_features_mask` (those present) and, per video, the timestamps of its sampled frames."""
         data = {}
         decoded_videos = [sample_frames(item.source, self.num_frames) for item in items if item.use_video]
         images = [load_picture(item.source) for item in items if item.kind == "image"]
@@ -232,7 +270,7 @@ class AVLlmProcessor(ProcessorMixin):
         if images:
             data["pixel_values"] = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
         if waveforms:
-            data["input_features"] = self._audio_features(waveforms)
+            data.update(self._audio_features(waveforms))
         return data, [timestamps for _, timestamps in decoded_videos]
 
     # ---- expansion and tokenisation ------------------------------------------------------------------------------
@@ -247,19 +285,19 @@ class AVLlmProcessor(ProcessorMixin):
         return self.audio_token * self.num_audio_tokens
 
     def _replacements(self, items: list[MediaItem], media: dict) -> list[str]:
-        """The placeholder runs of each item, from the per-input hooks: its frames' (image or video), then its
-        sound's."""
+        """The placeholder runs of each item, from the per-input hooks: its frames' (image or video) and its sound's,
+        in `audio_visual_order`."""
         counters = {kind: itertools.count() for kind in ("image", "video", "audio")}
         runs = []
         for item in items:
-            run = ""
+            frames = sound = ""
             if item.kind == "image":
-                run += self.replace_image_token(media, next(counters["image"]))
+                frames = self.replace_image_token(media, next(counters["image"]))
             if item.use_video:
-                run += self.replace_video_token(media, next(counters["video"]))
+                frames = self.replace_video_token(media, next(counters["video"]))
             if item.use_audio:
-                run += self.replace_audio_token(media, next(counters["audio"]))
-            runs.append(run)
+                sound = self.replace_audio_token(media, next(counters["audio"]))
+            runs.append(sound + frames if self.audio_visual_order == "audio_first" else frames + sound)
         return runs
 
     @staticmethod
@@ -377,7 +415,8 @@ class AVLlmProcessor(ProcessorMixin):
         Returns:
             `BatchFeature` with `input_ids`, `attention_mask`, `mm_token_type_ids` and, when present,
             `pixel_values_videos (num_videos, T, 3, H, W)`, `pixel_values (num_images, 3, H, W)`,
-            `input_features (num_audios, K, *segment_shape)`.
+            `input_features (num_audios, W * K, *window_shape)` with `input_features_mask (num_audios, W * K, F)`
+            (K segments per clip, each covered by W windows; see `_audio_features`).
         """
         texts = [text] if isinstance(text, str) else list(text)
         missing_audio = _check_missing_audio(missing_audio or self.missing_audio)
@@ -482,6 +521,7 @@ class AVLlmProcessor(ProcessorMixin):
         "pixel_values",
         "pixel_values_videos",
         "input_features",
+        "input_features_mask",
     ]
 
 
@@ -495,4 +535,4 @@ def _flatten(media) -> list:
 
 AVLlmProcessor.register_for_auto_class()
 
-__all__ = ["AVLlmProcessor", "MediaItem", "MISSING_AUDIO_POLICIES"]
+__all__ = ["AUDIO_VISUAL_ORDERS", "AVLlmProcessor", "MediaItem", "MISSING_AUDIO_POLICIES"]

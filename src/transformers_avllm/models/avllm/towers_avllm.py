@@ -122,6 +122,13 @@ class AudioTowerFamily(TowerFamily):
         """The tower's output on N segments read as a time sequence `(N, L, width)`."""
         raise NotImplementedError
 
+    def frame_mask(self, input_features_mask: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """`(N, L)` bool: which of the `L = num_frames` frames of `segment_sequence` hold real audio, from the
+        processor's `input_features_mask` `(N, F)` (its feature frames of real audio; `F = 1`: one flag per window).
+        By default a window is all real audio or all padding (a feature extractor that fills a short window by
+        repeating it, as CLAP's does)."""
+        return input_features_mask.bool().any(dim=1, keepdim=True).expand(-1, num_frames)
+
 
 class ClipVisionTower(VisionTowerFamily):
     """CLIP ViT: the summary is the [CLS] token."""
@@ -212,6 +219,11 @@ class WhisperAudioTower(AudioTowerFamily):
 
     def time_sequence(self, tower, outputs):
         return outputs.last_hidden_state
+
+    def frame_mask(self, input_features_mask, num_frames):
+        # the encoder's stride-2 convolution: encoder frame j starts at mel frame 2j, so n real mel frames (one per
+        # hop of real samples) give ceil(n / 2) real encoder frames
+        return input_features_mask[:, ::2][:, :num_frames].bool()
 
 
 class AstAudioTower(AudioTowerFamily):
