@@ -1,19 +1,26 @@
 """Shared set-up of the model benchmarks: a small (not tiny) AV-LLM and timing helpers."""
 
+import sys
 import time
+from pathlib import Path
 
 import torch
-from transformers import ClapAudioConfig, CLIPVisionConfig, LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
-from transformers_avllm import AVLlmConfig, AVLlmForConditionalGeneration
-from transformers_avllm.tiny import random_rows
+from transformers_avllm import AVLlmForConditionalGeneration
+from transformers_avllm.tiny import tiny_audio_config, tiny_config, tiny_text_config, tiny_vision_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from model_inputs import random_rows  # noqa: E402
 
 
 def bench_model(num_frames: int = 8) -> AVLlmForConditionalGeneration:
-    """CLIP ViT (224 px, patch 16 -> 14x14 grid) + CLAP-HTSAT + a 4-layer Llama, random weights, eval mode."""
+    """CLIP ViT (224 px, patch 16 -> 14x14 grid) + CLAP-HTSAT + a 4-layer Llama, random weights, eval mode: the tiny
+    configs at larger sizes."""
     torch.manual_seed(0)
-    config = AVLlmConfig(
-        vision_config=CLIPVisionConfig(
+    config = tiny_config(
+        vision=tiny_vision_config(
+            "clip",
             hidden_size=256,
             intermediate_size=1024,
             num_hidden_layers=4,
@@ -21,16 +28,18 @@ def bench_model(num_frames: int = 8) -> AVLlmForConditionalGeneration:
             image_size=224,
             patch_size=16,
         ),
-        audio_config=ClapAudioConfig(
+        audio=tiny_audio_config(
+            "clap",
             hidden_size=256,
             patch_embeds_hidden_size=32,
             depths=[2, 2],
             num_attention_heads=[2, 4],
             spec_size=256,
             num_mel_bins=64,
-            enable_fusion=False,
+            window_size=8,
         ),
-        text_config=LlamaConfig(
+        text=tiny_text_config(
+            "llama",
             vocab_size=4096,
             hidden_size=512,
             intermediate_size=1376,
@@ -38,13 +47,9 @@ def bench_model(num_frames: int = 8) -> AVLlmForConditionalGeneration:
             num_attention_heads=8,
             num_key_value_heads=8,
             max_position_embeddings=2048,
-            pad_token_id=0,
         ),
         num_frames=num_frames,
         num_audio_segments=4,
-        image_token_id=4093,
-        video_token_id=4094,
-        audio_token_id=4095,
     )
     return AVLlmForConditionalGeneration(config).eval()
 

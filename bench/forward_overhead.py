@@ -3,7 +3,7 @@
 import torch
 from common import av_inputs, bare_llm, bench_model, best_seconds
 
-from transformers_avllm.modeling.towers_avllm import audio_token_sequence, vision_frame_features
+from transformers_avllm.models.avllm import tower_family
 
 
 def main():
@@ -15,12 +15,13 @@ def main():
     segments = inputs["input_features"].flatten(0, 1)
     text_ids = torch.randint(3, 4000, inputs["input_ids"].shape)
 
+    vision, audio = tower_family(model.config.vision_config), tower_family(model.config.audio_config)
     with torch.inference_mode():
         times = best_seconds(
             {
                 "av": lambda: model(**inputs),
-                "vision": lambda: vision_frame_features(model.model.vision_tower, frames, -2),
-                "audio": lambda: audio_token_sequence(model.model.audio_tower, segments),
+                "vision": lambda: vision.frame_features(model.model.vision_tower, frames, -2),
+                "audio": lambda: audio.segment_sequence(model.model.audio_tower, segments),
                 "llm": lambda: llm(input_ids=text_ids, attention_mask=inputs["attention_mask"]),
             }
         )

@@ -20,7 +20,7 @@ from pathlib import Path
 import av
 from av.video.reformatter import VideoReformatter
 
-from transformers_avllm.processing.media_avllm import load_video
+from transformers_avllm.models.avllm import load_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from media_fixtures import write_video  # noqa: E402

@@ -33,9 +33,9 @@ from torch.utils.data import SequentialSampler
 from trl import SFTConfig
 
 from transformers_avllm import AVLlmForConditionalGeneration
+from transformers_avllm.models.avllm import ROW_TYPES, row_type_indices
 from transformers_avllm.tiny import build_processor, build_tokenizer, tiny_config
 from transformers_avllm.training import AVLlmSFTTrainer, apply_stage
-from transformers_avllm.training.trainer import MODALITY_NAMES, row_modalities
 
 WORDS = "what do you see hear ? a red blue green square tone high low beep the is and".split()
 ANSWERS = ["a red square and a low tone", "a blue square and a high tone", "a green square", "a beep"]
@@ -71,6 +71,15 @@ def ordered_rows(clips: list[Path], steps: int) -> list[dict]:
     return rows
 
 
+def write_clips(clip_dir: Path) -> list[Path]:
+    """The `NUM_CLIPS` one-second videos (index frames, a sine tone each) that the rows refer to."""
+    clip_dir.mkdir(parents=True, exist_ok=True)
+    clips = [clip_dir / f"clip{index}.mp4" for index in range(NUM_CLIPS)]
+    for index, clip in enumerate(clips):
+        write_video(clip, seconds=1, fps=8, audio=("aac", 300.0 + 200 * index), start_index=index * 7)
+    return clips
+
+
 def checksum(module: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
@@ -90,10 +99,10 @@ class SequentialAVLlmTrainer(AVLlmSFTTrainer):
         return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        modalities = row_modalities(inputs["mm_token_type_ids"]).tolist()
+        modalities = row_type_indices(inputs["mm_token_type_ids"]).tolist()
         self.seen_batches.append(
             {
-                "rows": [MODALITY_NAMES[index] for index in modalities],
+                "rows": [ROW_TYPES[index] for index in modalities],
                 "input_features": "input_features" in inputs,
                 "pixel_values_videos": "pixel_values_videos" in inputs,
                 "audio_placeholders": int((inputs["mm_token_type_ids"] == 3).sum()),
@@ -139,11 +148,7 @@ def main():
     )
     rank, world_size = args.process_index, args.world_size
     clip_dir = cli.output_dir / "clips"
-    clips = [clip_dir / f"clip{index}.mp4" for index in range(NUM_CLIPS)]
-    if rank == 0:
-        clip_dir.mkdir(parents=True, exist_ok=True)
-        for index, clip in enumerate(clips):
-            write_video(clip, seconds=1, fps=8, audio=("aac", 300.0 + 200 * index), start_index=index * 7)
+    clips = write_clips(clip_dir) if rank == 0 else [clip_dir / f"clip{index}.mp4" for index in range(NUM_CLIPS)]
     if dist.is_initialized():
         dist.barrier()
 
@@ -177,7 +182,7 @@ def main():
         "backend": dist.get_backend() if dist.is_initialized() else None,
         "ddp_wrapped": isinstance(wrapped, torch.nn.parallel.DistributedDataParallel),
         "find_unused_parameters": getattr(wrapped, "find_unused_parameters", None),
-        "touch_absent_modalities": bool(trainer.model.config.touch_absent_modalities),
+        "touch_absent_modalities": bool(trainer.model.model.touch_absent_modalities),
         "batches": trainer.seen_batches,
         "modalities": modalities,
         "saw_audio": any(batch["input_features"] or batch["audio_placeholders"] for batch in trainer.seen_batches),

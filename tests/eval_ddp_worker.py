@@ -13,8 +13,7 @@ import sys
 import torch
 
 from transformers_avllm import AVLlmForConditionalGeneration
-from transformers_avllm.evaluation import evaluate, get_task
-from transformers_avllm.evaluation.runner import distributed_state
+from transformers_avllm.evaluation import distributed_state, evaluate, get_task
 from transformers_avllm.tiny import build_processor, build_tokenizer, tiny_config
 
 

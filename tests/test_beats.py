@@ -14,7 +14,7 @@ from transformers_avllm.conversion.beats import (
     beats_config_from_reference,
     rename_beats_state_dict,
 )
-from transformers_avllm.modeling.beats_avllm import (
+from transformers_avllm.models.avllm.beats_avllm import (
     BEATS_FBANK_MEAN,
     BEATS_FBANK_STD,
     AVLlmBeatsConfig,

@@ -108,7 +108,7 @@ def test_from_pretrained_components_keeps_weights_adds_tokens_and_answers(checkp
 
     model.save_pretrained(tmp_path / "saved")
     assert "AutoModelForImageTextToText" in json.loads((tmp_path / "saved" / "config.json").read_text())["auto_map"]
-    assert model.config.base_models["llm"] == str(checkpoints["llm"])
+    assert model.base_models["llm"] == str(checkpoints["llm"])
 
     clip = write_video(tmp_path / "clip.mp4", seconds=1, fps=8, audio=("aac", 440.0))
     messages = [

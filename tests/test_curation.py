@@ -65,7 +65,7 @@ from transformers_avllm.curation import (
 from transformers_avllm.curation.templates import SAMPLE_TYPES, TASKS, TEMPLATE_DIR
 from transformers_avllm.export import HubAuthError
 from transformers_avllm.llm_client import MalformedReply, OpenAIChatBackend
-from transformers_avllm.processing.media_avllm import load_video
+from transformers_avllm.models.avllm import load_video
 from transformers_avllm.tiny import build_processor, build_tokenizer, tiny_config, tiny_text_config, tiny_vision_config
 from transformers_avllm.training import AVLlmSFTTrainer, load_av_dataset
 

@@ -28,7 +28,7 @@ from transformers import LlamaForCausalLM
 
 import transformers_avllm.evaluation.judges as judges_module
 import transformers_avllm.evaluation.metrics as metrics_module
-import transformers_avllm.evaluation.runner as runner_module
+import transformers_avllm.evaluation.scoring as scoring_module
 import transformers_avllm.llm_client as llm_client_module
 from transformers_avllm import AVLlmForConditionalGeneration
 from transformers_avllm.cli import main as cli_main
@@ -51,15 +51,10 @@ from transformers_avllm.evaluation import (
     spice_status,
     tokenize_caption,
 )
+from transformers_avllm.evaluation.benchmarks.audio import CAPTION_PROMPT, TUT2017_LABELS, TUT2017_QUESTION
+from transformers_avllm.evaluation.benchmarks.audio_visual import AVSSD_QUESTION
 from transformers_avllm.evaluation.judges import MalformedJudgement, judge_messages
-from transformers_avllm.evaluation.tasks import (
-    AVSSD_QUESTION,
-    CAPTION_PROMPT,
-    MC_HINT,
-    SHORT_ANSWER_HINT,
-    TUT2017_LABELS,
-    TUT2017_QUESTION,
-)
+from transformers_avllm.evaluation.tasks import MC_HINT, SHORT_ANSWER_HINT
 from transformers_avllm.export import build_model_card, export_pretrained
 from transformers_avllm.llm_client import LLMUnavailable
 from transformers_avllm.tiny import build_processor, build_tokenizer, tiny_config
@@ -1052,7 +1047,7 @@ def test_open_qa_end_to_end_writes_predictions_and_scores_exact_and_normalised_m
         "predicted": 3,
         "errors": 0,
         "unscored": 0,
-        "by_modality": {"audio+video": 2, "video": 1},
+        "by_modality": {"audio_visual": 2, "visual": 1},
     }
     assert report["decoding"] == {"max_new_tokens": 32, "do_sample": False}
     assert (report["task"], report["dataset"], report["hub_task"]) == (
@@ -1155,8 +1150,8 @@ def test_spider_is_the_mean_of_cider_and_spice_when_spice_runs(tmp_path, media, 
         calls.append((candidates, references))
         return 0.25, dict.fromkeys(candidates, 0.25)
 
-    monkeypatch.setattr(runner_module, "spice_status", lambda: (True, "available"))
-    monkeypatch.setattr(runner_module, "spice", fake_spice)
+    monkeypatch.setattr(scoring_module, "spice_status", lambda: (True, "available"))
+    monkeypatch.setattr(scoring_module, "spice", fake_spice)
     data, media_root, _ = build_case("clotho", tmp_path / "data", media)
     captions = iter(CLOTHO_PREDICTIONS)
     model = scripted("clotho", data, media_root, lambda *row: next(captions), CLOTHO_PREDICTIONS)
@@ -1882,10 +1877,10 @@ def test_grounding_report_shows_what_muting_and_blanking_cost(tmp_path, media):
     rows = {(row["condition"], row["modality"]): row for row in report["grounding"]["rows"]}
     expected = {  # (n, full, ablated, drop) of normalized_match
         ("no_audio", "all"): (2, 1.0, 0.5, 0.5),
-        ("no_audio", "audio+video"): (2, 1.0, 0.5, 0.5),
+        ("no_audio", "audio_visual"): (2, 1.0, 0.5, 0.5),
         ("no_video", "all"): (3, 1.0, 1 / 3, 2 / 3),
-        ("no_video", "audio+video"): (2, 1.0, 0.5, 0.5),
-        ("no_video", "video"): (1, 1.0, 0.0, 1.0),
+        ("no_video", "audio_visual"): (2, 1.0, 0.5, 0.5),
+        ("no_video", "visual"): (1, 1.0, 0.0, 1.0),
     }
     assert set(rows) == set(expected)
     for key, (n, full, ablated, drop) in expected.items():
@@ -1893,7 +1888,7 @@ def test_grounding_report_shows_what_muting_and_blanking_cost(tmp_path, media):
         assert (row["n"], row["metric"]) == (n, "normalized_match"), key
         assert (row["full"], row["ablated"], row["drop"]) == pytest.approx((full, ablated, drop)), key
     assert report["grounding"]["notes"] == CONDITION_NOTES
-    assert "| no_video | video | 1 | normalized_match | 1.0000 | 0.0000 | 1.0000 |" in report["grounding"]["table"]
+    assert "| no_video | visual | 1 | normalized_match | 1.0000 | 0.0000 | 1.0000 |" in report["grounding"]["table"]
     assert report["grounding"]["table"] in format_report(report)
     assert report["metrics"]["normalized_match"] == 1.0  # the headline metric is the full condition's
 
@@ -1968,9 +1963,9 @@ def test_real_tiny_model_end_to_end_matches_direct_generation(tmp_path, media):
         expected = processor.decode(generated[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
         assert records[sample.id]["prediction"] == expected
     assert {key: record["modality"] for key, record in records.items()} == {
-        "158581": "audio+video",
-        "158582": "audio+video",
-        "158583": "video",
+        "158581": "audio_visual",
+        "158582": "audio_visual",
+        "158583": "visual",
     }
     exact = [records[s.id]["prediction"].strip() == s.references[0] for s in samples]
     normalized = [normalize(records[s.id]["prediction"]) == normalize(s.references[0]) for s in samples]
@@ -2101,7 +2096,7 @@ def test_shards_left_by_an_interrupted_data_parallel_run_are_folded_in(tmp_path,
         id="158582",
         condition="full",
         task="msrvtt_qa",
-        modality="audio+video",
+        modality="audio_visual",
         media=[],
         references=["guitar"],
         question="what is a man playing?",

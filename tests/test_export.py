@@ -13,13 +13,15 @@ import torch
 import transformers
 from huggingface_hub import HfApi, ModelCard
 from media_fixtures import write_audio, write_video
+from model_inputs import random_rows
 from peft import LoraConfig, get_peft_model
 from transformers import pipeline
 
 import transformers_avllm.export as export_module
 from transformers_avllm import AVLlmForConditionalGeneration
 from transformers_avllm.export import ExportError, HubAuthError, check_export_folder, export_pretrained, push_to_hub
-from transformers_avllm.tiny import build_processor, build_tokenizer, random_rows, tiny_config
+from transformers_avllm.models.avllm import SHIPPED_FILES
+from transformers_avllm.tiny import build_processor, build_tokenizer, tiny_config
 
 WORDS = ["what", "is", "it", "?", "a", "dog", "barks"]
 EVAL = [{"task": "video-question-answering", "dataset": "MSRVTT-QA", "metric": "accuracy", "value": 0.42}]
@@ -27,8 +29,9 @@ EVAL = [{"task": "video-question-answering", "dataset": "MSRVTT-QA", "metric": "
 
 def trained_model():
     torch.manual_seed(0)
-    config = tiny_config(base_models={"vision": "openai/clip-vit-large-patch14", "llm": "lmsys/vicuna-7b-v1.5"})
+    config = tiny_config()
     model = AVLlmForConditionalGeneration(config)
+    model.base_models = {"vision": "openai/clip-vit-large-patch14", "llm": "lmsys/vicuna-7b-v1.5"}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for step in range(3):
         batch, _ = random_rows(config, ["av", "audio", "video"], seed=step)
@@ -143,7 +146,7 @@ def test_folder_is_self_contained_and_pickle_free(exported):
         "tokenizer_config.json",
         "README.md",
     } <= files
-    assert {name for name in files if name.endswith(".py")} == export_module.CODE_FILES
+    assert {name for name in files if name.endswith(".py")} == SHIPPED_FILES
     config = json.loads((folder / "config.json").read_text())
     assert set(config["auto_map"]) == {
         "AutoConfig",
@@ -173,6 +176,16 @@ def test_model_card_metadata(exported):
     assert (result.dataset_name, result.metric_type, result.metric_value) == ("MSRVTT-QA", "accuracy", 0.42)
     assert 'AutoModelForImageTextToText.from_pretrained("org/av.llm-v1.0", trust_remote_code=True)' in card.text
     assert "pretrain" in card.text and "learning_rate: 0.002" in card.text
+
+
+def test_reexport_keeps_the_base_models_of_the_card(exported, tmp_path):
+    model = AVLlmForConditionalGeneration.from_pretrained(exported[0])
+    folder = export_pretrained(model, exported[2], tmp_path / "again", repo_id="org/again")
+    assert ModelCard.load(folder / "README.md").data.base_model == [
+        "openai/clip-vit-large-patch14",
+        "lmsys/vicuna-7b-v1.5",
+    ]
+    assert "https://github.com/" not in (folder / "README.md").read_text()
 
 
 def test_push_to_hub_uploads_the_folder_with_huggingface_hub(exported, monkeypatch):

@@ -10,7 +10,7 @@ from packaging.version import Version
 from transformers.dynamic_module_utils import get_imports, get_relative_imports
 
 import transformers_avllm
-from transformers_avllm.modeling.compat_avllm import (
+from transformers_avllm.models.avllm.compat_avllm import (
     TRANSFORMERS_FLOOR,
     TRANSFORMERS_TESTED_CEILING,
     AVLlmTransformersVersionError,
@@ -18,13 +18,13 @@ from transformers_avllm.modeling.compat_avllm import (
 )
 
 PACKAGE = Path(transformers_avllm.__file__).parent
-SHIPPED = sorted([*PACKAGE.glob("modeling/*_avllm.py"), *PACKAGE.glob("processing/*_avllm.py")])
+SHIPPED = sorted(PACKAGE.glob("models/avllm/*_avllm.py"))
 ALLOWED_PACKAGES = {"torch", "transformers", "numpy", "huggingface_hub"}
 
 
 def test_shipped_files_have_unique_flat_names():
     names = [path.name for path in SHIPPED]
-    assert len(names) == len(set(names)) == 8
+    assert len(names) == len(set(names)) == 10
 
 
 def test_shipped_files_import_only_allowed_packages_and_flat_siblings():

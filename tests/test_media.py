@@ -1,4 +1,4 @@
-"""Tests of processing/media_avllm.py on tiny media files that the tests generate with PyAV."""
+"""Tests of models/avllm/media_avllm.py and video_avllm.py on tiny media files that the tests generate with PyAV."""
 
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ from media_fixtures import (
     write_video,
 )
 
-from transformers_avllm.processing import media_avllm
-from transformers_avllm.processing.media_avllm import (
+from transformers_avllm.models.avllm import (
     MediaDecodeError,
     MediaError,
     MediaNotFoundError,
@@ -28,8 +27,10 @@ from transformers_avllm.processing.media_avllm import (
     MissingStreamError,
     load_audio,
     load_video,
+    media_avllm,
     probe_media,
     split_audio_segments,
+    video_avllm,
 )
 
 FPS = 25
@@ -164,14 +165,14 @@ def test_seek_and_sequential_give_identical_frames(tmp_path):
 def test_seek_cost_grows_with_samples_not_length(tmp_path, monkeypatch):
     path = write_video(tmp_path / "long.mp4", seconds=24, fps=FPS, gop=FPS)  # 600 frames, keyframe every second
     decoded = []
-    timed = media_avllm._VideoSampler._timed
+    timed = video_avllm._VideoSampler._timed
 
     def counting(self, frames, from_start=True):
         for item in timed(self, frames, from_start):
             decoded.append(item[0])
             yield item
 
-    monkeypatch.setattr(media_avllm._VideoSampler, "_timed", counting)
+    monkeypatch.setattr(video_avllm._VideoSampler, "_timed", counting)
     clip = load_video(path, 4)
     assert clip.strategy == "seek"
     assert indices(clip) == expected_cfr_indices(clip.target_timestamps, FPS, 600)
@@ -344,7 +345,7 @@ def test_absurd_arguments(tmp_path):
 
 def test_absurd_files(tmp_path, monkeypatch):
     path = write_video(tmp_path / "a.mp4", seconds=1, fps=FPS, audio=("aac", 440))
-    monkeypatch.setattr(media_avllm, "MAX_FRAME_PIXELS", 64 * 48 - 1)
+    monkeypatch.setattr(video_avllm, "MAX_FRAME_PIXELS", 64 * 48 - 1)
     with pytest.raises(MediaTooLargeError) as excinfo:
         load_video(path, 4)
     assert_error(excinfo, path, "64x48")
@@ -373,4 +374,4 @@ def test_sample_frame_indices_matches_time_based_sampling(tmp_path):
     path = write_video(tmp_path / "a.mp4", seconds=2, fps=FPS)
     for num_frames in (1, 7, 16, 64):
         clip = load_video(path, num_frames)
-        assert indices(clip) == media_avllm.sample_frame_indices(50, num_frames).tolist()
+        assert indices(clip) == video_avllm.sample_frame_indices(50, num_frames).tolist()

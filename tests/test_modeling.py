@@ -1,7 +1,10 @@
 """AVLlm model: Auto classes, save/load, connectors, per-sample modality, generation."""
 
+import json
+
 import pytest
 import torch
+from model_inputs import random_rows
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -17,8 +20,8 @@ from transformers_avllm import (
     AVLlmModel,
     AVLlmPlaceholderMismatchError,
 )
-from transformers_avllm.modeling.towers_avllm import audio_segment_shape
-from transformers_avllm.tiny import AUDIO_TOKEN_ID, VIDEO_TOKEN_ID, random_rows, tiny_config
+from transformers_avllm.models.avllm import tower_family
+from transformers_avllm.tiny import AUDIO_TOKEN_ID, VIDEO_TOKEN_ID, tiny_config
 
 TOWER_PAIRS = [
     ("clip", "clap", "llama"),
@@ -31,9 +34,11 @@ TOWER_PAIRS = [
 ]
 
 
-def build(seed=0, **kwargs):
+def build(seed=0, touch_absent_modalities=False, **kwargs):
     torch.manual_seed(seed)
-    return AVLlmForConditionalGeneration(tiny_config(**kwargs)).eval()
+    model = AVLlmForConditionalGeneration(tiny_config(**kwargs)).eval()
+    model.model.touch_absent_modalities = touch_absent_modalities
+    return model
 
 
 def rows_for(vision, audio):
@@ -90,7 +95,8 @@ def test_avllm_connector_paper_token_counts():
     model = AVLlmForConditionalGeneration(config).eval()
     assert (config.num_video_tokens, config.num_audio_tokens) == (32 + 256, 4)
     video = model.get_video_features(torch.randn(1, 32, 3, 64, 64)).pooler_output
-    audio = model.get_audio_features(torch.randn(1, 4, *audio_segment_shape(config.audio_config))).pooler_output
+    segment_shape = tower_family(config.audio_config).input_shape(config.audio_config)
+    audio = model.get_audio_features(torch.randn(1, 4, *segment_shape)).pooler_output
     assert video.shape == (1, 288, 32) and audio.shape == (1, 4, 32)
     assert config.num_image_tokens == 1 + 256
 
@@ -191,6 +197,13 @@ def test_touch_absent_modalities_reaches_every_trainable_parameter():
     model_on, model_off = build(touch_absent_modalities=True).train(), build().train()
     batch, _ = random_rows(model_on.config, ["audio"])
     torch.testing.assert_close(model_on(**batch).logits, model_off(**batch).logits)
+
+
+def test_the_zero_weighted_pass_is_a_switch_of_the_run_not_saved_with_the_model(tmp_path):
+    model = build(touch_absent_modalities=True)
+    model.save_pretrained(tmp_path)
+    assert "touch_absent_modalities" not in json.loads((tmp_path / "config.json").read_text())
+    assert AVLlmForConditionalGeneration.from_pretrained(tmp_path).model.touch_absent_modalities is False
 
 
 @pytest.mark.parametrize("rows", [["video", "audio"], ["audio"], ["video"], ["text"], ["image", "av"]])

@@ -12,7 +12,7 @@ from PIL import Image
 from transformers import AutoProcessor
 
 from transformers_avllm import AVLlmForConditionalGeneration, AVLlmProcessor, MediaNotFoundError, MissingStreamError
-from transformers_avllm.modeling.towers_avllm import audio_segment_shape
+from transformers_avllm.models.avllm import tower_family
 from transformers_avllm.tiny import build_processor, build_tokenizer, tiny_config
 
 WORDS = ["what", "is", "it", "?", "a", "dog", "barks", "red", "square"]
@@ -117,7 +117,7 @@ def test_processor_and_model_answer_end_to_end(media, connector, vision, audio):
         user(text("what is it ?")),
     ]
     inputs = processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=True, return_dict=True)
-    expected_shape = audio_segment_shape(config.audio_config)
+    expected_shape = tower_family(config.audio_config).input_shape(config.audio_config)
     assert inputs["input_features"].ndim == 2 + len(expected_shape)
     assert (inputs["attention_mask"][:, -1] == 1).all(), "left padding for generation"
     rows = [sorted(set(r.tolist()) - {0}) for r in inputs["mm_token_type_ids"]]
@@ -254,3 +254,58 @@ def test_frame_timestamps_are_returned_on_request(media):
     # 2 s clip, 4 frames at segment midpoints 0.25, 0.75, 1.25, 1.75 s (10 fps: the first frame at or after each)
     assert timestamps == pytest.approx([0.3, 0.8, 1.3, 1.8], abs=0.051)
     assert "video_timestamps" not in processor.apply_chat_template(messages, tokenize=True, return_dict=True)
+
+
+def test_invalid_missing_audio_is_an_error(media):
+    config, processor = make()
+    messages = user({"type": "video", "path": str(media["av"])}, text("what ?"))
+    with pytest.raises(ValueError, match=r"missing_audio must be one of \('error', 'visual_only', 'silence'\)"):
+        processor.apply_chat_template(messages, tokenize=True, missing_audio="mute")
+    with pytest.raises(ValueError, match="missing_audio must be one of"):
+        processor(text="<AUD> what ?", audio=[np.zeros(1600, dtype=np.float32)], missing_audio="visual-only")
+    with pytest.raises(ValueError, match="missing_audio must be one of"):
+        AVLlmProcessor.for_model(config, processor.tokenizer, missing_audio="none")
+
+
+def test_inherited_decode_methods_are_the_tokenizers(media):
+    _, processor = make()
+    inputs = processor.apply_chat_template(
+        [user({"type": "audio", "path": str(media["audio"])}, text("what is it ?")), user(text("a dog barks"))],
+        tokenize=True,
+        return_dict=True,
+    )
+    ids = inputs["input_ids"]
+    for skip in (True, False):
+        assert processor.batch_decode(ids, skip_special_tokens=skip) == processor.tokenizer.batch_decode(
+            ids, skip_special_tokens=skip
+        )
+        assert processor.decode(ids[1], skip_special_tokens=skip) == processor.tokenizer.decode(
+            ids[1], skip_special_tokens=skip
+        )
+    assert processor.batch_decode(ids, skip_special_tokens=True)[1].endswith("a dog barks")
+
+
+@pytest.mark.parametrize("connector", ["avllm", "stc"])
+def test_num_multimodal_tokens_match_the_expanded_placeholders(media, connector):
+    config, processor = make(connector, stc_depth=1)
+    counts = processor._get_num_multimodal_tokens(
+        image_sizes=[(40, 50), (300, 200)], video_sizes=[(9, 24, 30)], audio_lengths=[24000, 100]
+    )
+    assert type(counts).__name__ == "MultiModalData"
+    image = Image.fromarray(np.full((40, 50, 3), 200, dtype=np.uint8))
+    frames = np.zeros((9, 24, 30, 3), dtype=np.uint8)
+    inputs = processor.apply_chat_template(
+        user(
+            {"type": "image", "image": image},
+            {"type": "video", "video": frames, "use_audio": False},
+            {"type": "audio", "path": str(media["audio"])},
+        ),
+        tokenize=True,
+        return_dict=True,
+    )
+    assert counts.num_image_tokens == [count(inputs["input_ids"], config.image_token_id)] * 2
+    assert counts.num_image_patches == [1, 1]
+    assert counts.num_video_tokens == [count(inputs["input_ids"], config.video_token_id)]
+    assert counts.num_audio_tokens == [count(inputs["input_ids"], config.audio_token_id)] * 2
+    assert counts.num_image_tokens[0] == config.num_image_tokens
+    assert counts.num_video_tokens[0] == config.num_video_tokens

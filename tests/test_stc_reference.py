@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from transformers import Qwen2Config, SiglipVisionConfig
 
 from transformers_avllm import AVLlmConfig
-from transformers_avllm.modeling.connectors_avllm import AVLlmRegStage, AVLlmSTCConnector
+from transformers_avllm.models.avllm.connectors_avllm import AVLlmRegStage, AVLlmSTCConnector
 
 FIXTURES = Path(__file__).parent / "fixtures" / "videollama2_av"
 

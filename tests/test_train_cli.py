@@ -87,6 +87,7 @@ def test_train_command_trains_mixed_modalities_and_exports(workspace):
     assert (workspace / "out" / "processor_config.json").exists()
     card = ModelCard.load(workspace / "hub" / "README.md")
     assert "name: pretrain" in card.text and "steps: 4" in card.text and "visual+audio+audio_visual" in card.text
+    assert "name: pretrain" in ModelCard.load(workspace / "out" / "README.md").text  # the checkpoint carries its card
     reloaded = AVLlmForConditionalGeneration.from_pretrained(workspace / "hub")
     initial = AVLlmForConditionalGeneration.from_pretrained(workspace / "model")
     # stage "pretrain": the projectors trained, the towers and the LLM did not

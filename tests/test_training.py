@@ -8,6 +8,7 @@ from peft import PeftModel
 from trl import SFTConfig
 
 from transformers_avllm import AVLlmForConditionalGeneration
+from transformers_avllm.models.avllm import row_type_indices
 from transformers_avllm.tiny import build_processor, build_tokenizer, tiny_config
 from transformers_avllm.training import (
     AVLlmDataCollator,
@@ -20,7 +21,6 @@ from transformers_avllm.training import (
     modality_view,
     stage_defaults,
 )
-from transformers_avllm.training.trainer import row_modalities
 
 WORDS = "what do you see hear ? a red blue green square tone high low beep the is and".split()
 IGNORE = -100
@@ -115,7 +115,7 @@ def test_collator_mixes_modalities_per_example_and_pads_right(clips):
         modality_view(Dataset.from_list([rows[2]]), "audio")[0],
     ]
     batch = AVLlmDataCollator(processor)(mixed)
-    assert row_modalities(batch["mm_token_type_ids"]).tolist() == [3, 1, 2]  # audio_visual, visual, audio
+    assert row_type_indices(batch["mm_token_type_ids"]).tolist() == [3, 1, 2]  # audio_visual, visual, audio
     assert batch["pixel_values_videos"].shape[0] == 2 and batch["input_features"].shape[0] == 2
     assert (batch["attention_mask"][:, 0] == 1).all()
     assert ((batch["attention_mask"] == 0) == (batch["labels"] == IGNORE) & (batch["attention_mask"] == 0)).all()

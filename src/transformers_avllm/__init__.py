@@ -1,22 +1,15 @@
 """transformers-avllm: audio-visual LLMs (video + its audio track, audio, images -> text), Transformers-native."""
 
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForImageTextToText,
-    AutoModelForMultimodalLM,
-    AutoProcessor,
-)
+import transformers
+from transformers import AutoConfig, AutoProcessor
 
-from .modeling import (
+from .models.avllm import (
+    AUTO_MAP,
     AVLlmConfig,
     AVLlmForConditionalGeneration,
     AVLlmModel,
     AVLlmPlaceholderMismatchError,
     AVLlmPreTrainedModel,
-)
-from .processing import (
     AVLlmProcessor,
     MediaDecodeError,
     MediaError,
@@ -28,16 +21,12 @@ from .processing import (
 
 __version__ = "0.1.0"
 
+# The same pairs a saved folder's `auto_map` names (`AUTO_MAP`, the config's and the processor's own): with the
+# package installed, the Auto classes load AVLlm folders without remote code.
 AutoConfig.register(AVLlmConfig.model_type, AVLlmConfig, exist_ok=True)
-AutoModel.register(AVLlmConfig, AVLlmModel, exist_ok=True)
-for _auto_class in (AutoModelForImageTextToText, AutoModelForMultimodalLM, AutoModelForCausalLM):
-    _auto_class.register(AVLlmConfig, AVLlmForConditionalGeneration, exist_ok=True)
+for _auto_class, _model_class in AUTO_MAP.items():
+    getattr(transformers, _auto_class).register(AVLlmConfig, _model_class, exist_ok=True)
 AutoProcessor.register(AVLlmConfig, AVLlmProcessor, exist_ok=True)
-# save_pretrained copies our (flat, self-contained) code files next to the weights and writes `auto_map`.
-AVLlmConfig.register_for_auto_class()
-AVLlmForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
-AVLlmModel.register_for_auto_class("AutoModel")
-AVLlmProcessor.register_for_auto_class()
 
 __all__ = [
     "AVLlmConfig",

@@ -1,12 +1,36 @@
-"""The `avllm` command line."""
+"""The `avllm` command line: one `add_<command>_parser(commands)` per command, next to the function that runs it
+(`set_defaults(run=...)`); `main` assembles them. A new command is one parser function and one line in `main`."""
 
 import argparse
+
+
+def add_quickstart_parser(commands) -> None:
+    """`avllm quickstart`: a tiny AV-LLM built offline, asked about a generated clip."""
+    quickstart = commands.add_parser(
+        "quickstart", help="build a tiny AV-LLM offline and ask it about a generated clip"
+    )
+    quickstart.add_argument("--output-dir", default="outputs/quickstart")
+    quickstart.add_argument("--max-new-tokens", type=int, default=8)
+    quickstart.set_defaults(run=_quickstart)
 
 
 def _quickstart(args):
     from .quickstart import run_quickstart
 
     run_quickstart(args.output_dir, args.max_new_tokens)
+
+
+def add_demo_parser(commands) -> None:
+    """`avllm demo`: train a tiny AV-LLM on the synthetic task, check it, export it and chat."""
+    demo = commands.add_parser(
+        "demo", help="train a tiny AV-LLM on a synthetic task, check it listens and watches, export and chat"
+    )
+    demo.add_argument("--output-dir", default="outputs/demo")
+    demo.add_argument("--quick", action="store_true", help="a reduced budget (about a minute)")
+    demo.add_argument("--ablation", action="store_true", help="MAT vs PT1 vs PT2 at equal budget (AV-LLM Table 4)")
+    for name in ("num-train", "num-test", "stage1-steps", "stage2-steps", "batch-size", "workers"):
+        demo.add_argument(f"--{name}", type=int)
+    demo.set_defaults(run=_demo)
 
 
 def _demo(args):
@@ -24,11 +48,39 @@ def _demo(args):
         run_demo(args.output_dir, budget)
 
 
+def add_data_parser(commands) -> None:
+    """`avllm data synth`: the synthetic audio-visual dataset."""
+    data = commands.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    synth = data.add_parser("synth", help="write the synthetic audio-visual dataset (clips + train/test jsonl)")
+    synth.add_argument("--output-dir", default="outputs/synth")
+    synth.add_argument("--num-train", type=int, default=192)
+    synth.add_argument("--num-test", type=int, default=48)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(run=_synth)
+
+
 def _synth(args):
     from .data.synth import synthesize
 
     for split, path in synthesize(args.output_dir, args.num_train, args.num_test, args.seed).items():
         print(f"{split}: {path}")
+
+
+def add_export_parser(commands) -> None:
+    """`avllm export`: a self-contained Hub repo folder from a saved model."""
+    export = commands.add_parser("export", help="write a self-contained Hub repo folder from a saved model")
+    export.add_argument("--model", required=True, help="folder (or hub id) of a saved AVLlm model")
+    export.add_argument("--processor", help="folder of its processor (default: the model folder)")
+    export.add_argument("--output", required=True)
+    export.add_argument("--repo-id", help="name used in the model card's usage snippet (default: the folder name)")
+    export.add_argument("--license", default="apache-2.0")
+    export.add_argument(
+        "--eval-report",
+        nargs="+",
+        metavar="REPORT",
+        help="avllm eval reports (*.report.json) for the card's model-index",
+    )
+    export.set_defaults(run=_export)
 
 
 def _export(args):
@@ -54,10 +106,46 @@ def _export(args):
     print(f"exported to {folder}")
 
 
+def add_push_parser(commands) -> None:
+    """`avllm push`: upload an exported folder to the Hub."""
+    push = commands.add_parser("push", help="upload an exported folder to the Hugging Face Hub")
+    push.add_argument("folder")
+    push.add_argument("--repo-id", required=True)
+    push.add_argument("--private", action="store_true")
+    push.set_defaults(run=_push)
+
+
 def _push(args):
     from .export import push_to_hub
 
     print(push_to_hub(args.folder, args.repo_id, private=args.private))
+
+
+def add_eval_parser(commands) -> None:
+    """`avllm eval`: a benchmark from local files."""
+    from .evaluation.tasks import TASKS
+
+    evaluation = commands.add_parser(
+        "eval", help="evaluate on a benchmark from local files (resumable; `accelerate launch` for data parallel)"
+    )
+    evaluation.add_argument("--model", required=True, help="folder (or hub id) of a saved AVLlm model")
+    evaluation.add_argument("--task", required=True, choices=sorted(TASKS))
+    evaluation.add_argument("--data", required=True, help="the benchmark's annotation file (see docs/evaluation.md)")
+    evaluation.add_argument("--media-root", help="folder of the videos / audio (default: the annotation's folder)")
+    evaluation.add_argument("--output", help="results jsonl, resumed when it exists (default: eval/<task>.jsonl)")
+    evaluation.add_argument("--judge-endpoint", help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
+    evaluation.add_argument("--judge-model", help="judge model name at the endpoint, e.g. gpt-3.5-turbo")
+    evaluation.add_argument("--judge-local", help="folder (or hub id) of a local text-generation judge model")
+    evaluation.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="env var holding the API key")
+    evaluation.add_argument("--judge-cache", help="judgement cache jsonl (default: judge_cache.jsonl beside output)")
+    evaluation.add_argument("--batch-size", type=int, default=8)
+    evaluation.add_argument("--grounding", action="store_true", help="also answer with audio muted / frames blanked")
+    evaluation.add_argument("--limit", type=int, help="evaluate only the first N samples")
+    evaluation.add_argument("--max-new-tokens", type=int, help="override the task's default")
+    evaluation.add_argument("--dtype", default="auto", help="model dtype: auto, bfloat16, float32, ...")
+    evaluation.add_argument("--seed", type=int, default=0)
+    evaluation.add_argument("--print-json", action="store_true", help="also print the full report as json")
+    evaluation.set_defaults(run=_eval)
 
 
 def _eval(args):
@@ -66,8 +154,7 @@ def _eval(args):
 
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from .evaluation import build_judge, evaluate, format_report
-    from .evaluation.runner import distributed_state
+    from .evaluation import build_judge, distributed_state, evaluate, format_report
 
     state = distributed_state()
     model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=args.dtype).to(state.device)
@@ -99,6 +186,40 @@ def _eval(args):
         print(f"report: {output.with_suffix('.report.json')}")
         if args.print_json:
             print(json.dumps(report, indent=2))
+
+
+def add_curate_parser(commands) -> None:
+    """`avllm curate`: instruction data from your own media."""
+    from .curation.context import DEFAULT_AUDIO_TAGGER, DEFAULT_CAPTIONER
+
+    curation = commands.add_parser(
+        "curate", help="make instruction data from your videos / audio with captioners and an LLM (AV-LLM pipeline)"
+    )
+    curation.add_argument("--videos", required=True, help="folder of video and audio files (searched recursively)")
+    curation.add_argument("--out", required=True, help="output folder (train.jsonl ...); an existing one is resumed")
+    curation.add_argument("--llm-endpoint", help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
+    curation.add_argument("--llm-model", help="model name at the endpoint, e.g. gpt-4o")
+    curation.add_argument("--llm", help="folder (or hub id) of a local transformers text-generation model instead")
+    curation.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var holding the endpoint's API key")
+    curation.add_argument("--max-tokens", type=int, default=1024, help="longest LLM reply")
+    curation.add_argument("--temperature", type=float, default=0.7)
+    curation.add_argument("--captioner", default=DEFAULT_CAPTIONER, help="image-text-to-text model, or none")
+    curation.add_argument("--caption-prompt", help="prompt (chat models) or caption prefix (BLIP: 'a picture of')")
+    curation.add_argument("--audio-tagger", default=DEFAULT_AUDIO_TAGGER, help="CLAP or audio classifier, or none")
+    curation.add_argument("--audio-labels", help="candidate labels file for CLAP, one per line (default: shipped)")
+    curation.add_argument("--asr", help="speech-recognition model for what is said, e.g. openai/whisper-small")
+    curation.add_argument("--templates", help="folder of prompt templates (default: the shipped ones)")
+    curation.add_argument("--mix", help="task/sample_type=weight,... or a YAML/JSON file (default: AV-LLM Table 10)")
+    curation.add_argument("--num-samples", type=int, help="samples to make (default: one per media file)")
+    curation.add_argument("--num-frames", type=int, default=8, help="frames captioned per video")
+    curation.add_argument("--num-audio-segments", type=int, default=4, help="audio segments tagged per file")
+    curation.add_argument("--workers", type=int, default=4, help="concurrent LLM requests")
+    curation.add_argument("--requests-per-minute", type=float, help="LLM rate limit")
+    curation.add_argument("--device", help="device of the perception models, e.g. cuda:0")
+    curation.add_argument("--seed", type=int, default=0)
+    curation.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the dataset to this Hub dataset repo")
+    curation.add_argument("--private", action="store_true")
+    curation.set_defaults(run=_curate)
 
 
 def _curate(args):
@@ -152,6 +273,16 @@ def _curate(args):
         print(push_dataset(args.out, args.push_to_hub, private=args.private))
 
 
+def add_train_parser(commands) -> None:
+    """`avllm train`: SFTTrainer from a recipe; its options are the recipe's, parsed by `train` itself."""
+    train = commands.add_parser(
+        "train",
+        add_help=False,
+        help="train with SFTTrainer from a TRL-style recipe: --config recipe.yaml [--key value]",
+    )
+    train.set_defaults(run=_train, passes_unknown_args=True)
+
+
 def _train(args, extra: list[str]):
     from .training.train import train
 
@@ -159,118 +290,20 @@ def _train(args, extra: list[str]):
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Runs `avllm ARGS` (`argv`, default: the command line)."""
     parser = argparse.ArgumentParser(prog="avllm", description="Audio-visual LLMs, Transformers-native.")
     commands = parser.add_subparsers(dest="command", required=True)
-
-    quickstart = commands.add_parser(
-        "quickstart", help="build a tiny AV-LLM offline and ask it about a generated clip"
-    )
-    quickstart.add_argument("--output-dir", default="outputs/quickstart")
-    quickstart.add_argument("--max-new-tokens", type=int, default=8)
-    quickstart.set_defaults(run=_quickstart)
-
-    demo = commands.add_parser(
-        "demo", help="train a tiny AV-LLM on a synthetic task, check it listens and watches, export and chat"
-    )
-    demo.add_argument("--output-dir", default="outputs/demo")
-    demo.add_argument("--quick", action="store_true", help="a reduced budget (about a minute)")
-    demo.add_argument("--ablation", action="store_true", help="MAT vs PT1 vs PT2 at equal budget (AV-LLM Table 4)")
-    for name in ("num-train", "num-test", "stage1-steps", "stage2-steps", "batch-size", "workers"):
-        demo.add_argument(f"--{name}", type=int)
-    demo.set_defaults(run=_demo)
-
-    data = commands.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
-    synth = data.add_parser("synth", help="write the synthetic audio-visual dataset (clips + train/test jsonl)")
-    synth.add_argument("--output-dir", default="outputs/synth")
-    synth.add_argument("--num-train", type=int, default=192)
-    synth.add_argument("--num-test", type=int, default=48)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.set_defaults(run=_synth)
-
-    export = commands.add_parser("export", help="write a self-contained Hub repo folder from a saved model")
-    export.add_argument("--model", required=True, help="folder (or hub id) of a saved AVLlm model")
-    export.add_argument("--processor", help="folder of its processor (default: the model folder)")
-    export.add_argument("--output", required=True)
-    export.add_argument("--repo-id", help="name used in the model card's usage snippet (default: the folder name)")
-    export.add_argument("--license", default="apache-2.0")
-    export.add_argument(
-        "--eval-report",
-        nargs="+",
-        metavar="REPORT",
-        help="avllm eval reports (*.report.json) for the card's model-index",
-    )
-    export.set_defaults(run=_export)
-
-    push = commands.add_parser("push", help="upload an exported folder to the Hugging Face Hub")
-    push.add_argument("folder")
-    push.add_argument("--repo-id", required=True)
-    push.add_argument("--private", action="store_true")
-    push.set_defaults(run=_push)
-
-    from .evaluation.tasks import TASKS
-
-    evaluation = commands.add_parser(
-        "eval", help="evaluate on a benchmark from local files (resumable; `accelerate launch` for data parallel)"
-    )
-    evaluation.add_argument("--model", required=True, help="folder (or hub id) of a saved AVLlm model")
-    evaluation.add_argument("--task", required=True, choices=sorted(TASKS))
-    evaluation.add_argument("--data", required=True, help="the benchmark's annotation file (see docs/evaluation.md)")
-    evaluation.add_argument("--media-root", help="folder of the videos / audio (default: the annotation's folder)")
-    evaluation.add_argument("--output", help="results jsonl, resumed when it exists (default: eval/<task>.jsonl)")
-    evaluation.add_argument("--judge-endpoint", help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
-    evaluation.add_argument("--judge-model", help="judge model name at the endpoint, e.g. gpt-3.5-turbo")
-    evaluation.add_argument("--judge-local", help="folder (or hub id) of a local text-generation judge model")
-    evaluation.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="env var holding the API key")
-    evaluation.add_argument("--judge-cache", help="judgement cache jsonl (default: judge_cache.jsonl beside output)")
-    evaluation.add_argument("--batch-size", type=int, default=8)
-    evaluation.add_argument("--grounding", action="store_true", help="also answer with audio muted / frames blanked")
-    evaluation.add_argument("--limit", type=int, help="evaluate only the first N samples")
-    evaluation.add_argument("--max-new-tokens", type=int, help="override the task's default")
-    evaluation.add_argument("--dtype", default="auto", help="model dtype: auto, bfloat16, float32, ...")
-    evaluation.add_argument("--seed", type=int, default=0)
-    evaluation.add_argument("--print-json", action="store_true", help="also print the full report as json")
-    evaluation.set_defaults(run=_eval)
-
-    from .curation.context import DEFAULT_AUDIO_TAGGER, DEFAULT_CAPTIONER
-
-    curation = commands.add_parser(
-        "curate", help="make instruction data from your videos / audio with captioners and an LLM (AV-LLM pipeline)"
-    )
-    curation.add_argument("--videos", required=True, help="folder of video and audio files (searched recursively)")
-    curation.add_argument("--out", required=True, help="output folder (train.jsonl ...); an existing one is resumed")
-    curation.add_argument("--llm-endpoint", help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
-    curation.add_argument("--llm-model", help="model name at the endpoint, e.g. gpt-4o")
-    curation.add_argument("--llm", help="folder (or hub id) of a local transformers text-generation model instead")
-    curation.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var holding the endpoint's API key")
-    curation.add_argument("--max-tokens", type=int, default=1024, help="longest LLM reply")
-    curation.add_argument("--temperature", type=float, default=0.7)
-    curation.add_argument("--captioner", default=DEFAULT_CAPTIONER, help="image-text-to-text model, or none")
-    curation.add_argument("--caption-prompt", help="prompt (chat models) or caption prefix (BLIP: 'a picture of')")
-    curation.add_argument("--audio-tagger", default=DEFAULT_AUDIO_TAGGER, help="CLAP or audio classifier, or none")
-    curation.add_argument("--audio-labels", help="candidate labels file for CLAP, one per line (default: shipped)")
-    curation.add_argument("--asr", help="speech-recognition model for what is said, e.g. openai/whisper-small")
-    curation.add_argument("--templates", help="folder of prompt templates (default: the shipped ones)")
-    curation.add_argument("--mix", help="task/sample_type=weight,... or a YAML/JSON file (default: AV-LLM Table 10)")
-    curation.add_argument("--num-samples", type=int, help="samples to make (default: one per media file)")
-    curation.add_argument("--num-frames", type=int, default=8, help="frames captioned per video")
-    curation.add_argument("--num-audio-segments", type=int, default=4, help="audio segments tagged per file")
-    curation.add_argument("--workers", type=int, default=4, help="concurrent LLM requests")
-    curation.add_argument("--requests-per-minute", type=float, help="LLM rate limit")
-    curation.add_argument("--device", help="device of the perception models, e.g. cuda:0")
-    curation.add_argument("--seed", type=int, default=0)
-    curation.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the dataset to this Hub dataset repo")
-    curation.add_argument("--private", action="store_true")
-    curation.set_defaults(run=_curate)
-
-    train = commands.add_parser(
-        "train",
-        add_help=False,
-        help="train with SFTTrainer from a TRL-style recipe: --config recipe.yaml [--key value]",
-    )
-    train.set_defaults(run=_train)
+    add_quickstart_parser(commands)
+    add_demo_parser(commands)
+    add_data_parser(commands)
+    add_export_parser(commands)
+    add_push_parser(commands)
+    add_eval_parser(commands)
+    add_curate_parser(commands)
+    add_train_parser(commands)
 
     args, extra = parser.parse_known_args(argv)
-    if args.command == "train":
+    if getattr(args, "passes_unknown_args", False):
         args.run(args, extra)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

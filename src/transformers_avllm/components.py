@@ -7,40 +7,35 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoTokenizer,
-    CLIPImageProcessor,
     PreTrainedModel,
-    WhisperFeatureExtractor,
 )
 
-from .modeling import AVLlmConfig, AVLlmForConditionalGeneration
-from .modeling.towers_avllm import AUDIO_TOWER_CLASSES, VISION_TOWER_CLASSES
-from .processing import AVLlmProcessor
-
-# Attribute of a full (multi-tower or encoder-decoder) checkpoint's model holding the tower we keep.
-TOWER_ATTRIBUTE_IN_FULL_MODEL = {
-    "clip": "vision_model",
-    "siglip": "vision_model",
-    "clap": "audio_model",
-    "whisper": "encoder",
-}
-MODALITY_TOKENS = {"vis_token": "<VIS>", "aud_token": "<AUD>", "aud_vis_token": "<AUD_VIS>"}
-PLACEHOLDER_TOKENS = {"image_token": "<image>", "video_token": "<video>", "audio_token": "<audio>"}
+from .models.avllm import (
+    MODALITY_TOKENS,
+    PLACEHOLDER_TOKENS,
+    TOWER_FAMILIES,
+    AVLlmConfig,
+    AVLlmForConditionalGeneration,
+    AVLlmProcessor,
+)
 
 
 def load_tower(name_or_path: str, **kwargs) -> PreTrainedModel:
-    """Loads a vision or audio tower from a tower checkpoint (e.g. a saved `CLIPVisionModel`) or from a full
-    checkpoint that contains one (`openai/clip-vit-large-patch14`, `laion/clap-htsat-unfused`,
-    `openai/whisper-small`)."""
+    """Loads a vision or audio tower of the registry (`towers_avllm.TOWER_FAMILIES`) from a tower checkpoint (e.g. a
+    saved `CLIPVisionModel`) or from a full checkpoint that contains one (`openai/clip-vit-large-patch14`,
+    `laion/clap-htsat-unfused`, `openai/whisper-small`)."""
     config = AutoConfig.from_pretrained(name_or_path, **kwargs)
-    if config.model_type in TOWER_ATTRIBUTE_IN_FULL_MODEL:
+    in_full_models = {
+        family.full_model[0]: family.full_model[1] for family in TOWER_FAMILIES.values() if family.full_model
+    }
+    if config.model_type in in_full_models:
         full_model = AutoModel.from_pretrained(name_or_path, **kwargs)
-        return getattr(full_model, TOWER_ATTRIBUTE_IN_FULL_MODEL[config.model_type])
-    tower_classes = {**VISION_TOWER_CLASSES, **AUDIO_TOWER_CLASSES}
-    if config.model_type in tower_classes:
-        return tower_classes[config.model_type].from_pretrained(name_or_path, **kwargs)
+        return getattr(full_model, in_full_models[config.model_type])
+    if config.model_type in TOWER_FAMILIES:
+        return TOWER_FAMILIES[config.model_type].tower_class.from_pretrained(name_or_path, **kwargs)
     raise ValueError(
         f"{name_or_path}: a {config.model_type!r} checkpoint holds no supported tower "
-        f"(supported: {sorted(tower_classes)} and full {sorted(TOWER_ATTRIBUTE_IN_FULL_MODEL)} checkpoints)"
+        f"(supported: {sorted(TOWER_FAMILIES)} and full {sorted(in_full_models)} checkpoints)"
     )
 
 
@@ -62,7 +57,8 @@ def from_pretrained_components(
 
     Returns:
         `(model, processor)`: the processor pairs the LLM's tokenizer with the towers' image processor / feature
-        extractor and knows the model's placeholder counts.
+        extractor and knows the model's placeholder counts. `model.base_models` records the checkpoints
+        (`{"vision": ..., "audio": ..., "llm": ...}`) for the model card of an export; it is not part of the config.
     """
     if vision is None and audio is None:
         raise ValueError("give at least one of vision= and audio=")
@@ -70,8 +66,7 @@ def from_pretrained_components(
     tokenizer = AutoTokenizer.from_pretrained(llm)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    config_kwargs = {**MODALITY_TOKENS, **config_kwargs}
-    new_tokens = [config_kwargs[key] for key in MODALITY_TOKENS] + list(PLACEHOLDER_TOKENS.values())
+    new_tokens = list(MODALITY_TOKENS.values()) + list(PLACEHOLDER_TOKENS.values())
     tokenizer.add_special_tokens({"extra_special_tokens": new_tokens}, replace_extra_special_tokens=False)
     language_model = AutoModelForCausalLM.from_pretrained(llm, **load_kwargs)
     vision_tower = load_tower(vision, **load_kwargs) if vision else None
@@ -81,10 +76,7 @@ def from_pretrained_components(
         vision_config=vision_tower.config if vision_tower else None,
         audio_config=audio_tower.config if audio_tower else None,
         text_config=language_model.config,
-        image_token_id=tokenizer.convert_tokens_to_ids(PLACEHOLDER_TOKENS["image_token"]),
-        video_token_id=tokenizer.convert_tokens_to_ids(PLACEHOLDER_TOKENS["video_token"]),
-        audio_token_id=tokenizer.convert_tokens_to_ids(PLACEHOLDER_TOKENS["audio_token"]),
-        base_models={name: path for name, path in (("vision", vision), ("audio", audio), ("llm", llm)) if path},
+        **{f"{kind}_token_id": tokenizer.convert_tokens_to_ids(token) for kind, token in PLACEHOLDER_TOKENS.items()},
         **config_kwargs,
     )
     model = AVLlmForConditionalGeneration(config)
@@ -100,14 +92,13 @@ def from_pretrained_components(
     model = model.to(language_model.dtype)
     if len(tokenizer) > config.text_config.vocab_size:
         model.resize_token_embeddings(len(tokenizer))
+    model.base_models = {name: path for name, path in (("vision", vision), ("audio", audio), ("llm", llm)) if path}
 
-    processor = AVLlmProcessor(
-        # ProcessorMixin needs both sub-processors; an absent tower's is a default instance, unused.
-        image_processor=AutoImageProcessor.from_pretrained(vision) if vision else CLIPImageProcessor(),
-        feature_extractor=AutoFeatureExtractor.from_pretrained(audio) if audio else WhisperFeatureExtractor(),
-        tokenizer=tokenizer,
+    processor = AVLlmProcessor.for_model(
+        config,
+        tokenizer,
+        image_processor=AutoImageProcessor.from_pretrained(vision) if vision else None,
+        feature_extractor=AutoFeatureExtractor.from_pretrained(audio) if audio else None,
         chat_template=chat_template,
-        **PLACEHOLDER_TOKENS,
-        **config.processor_kwargs(),
     )
     return model, processor

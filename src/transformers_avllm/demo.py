@@ -13,14 +13,19 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
-from transformers import CLIPVisionConfig, LlamaConfig, WhisperConfig
 from trl import SFTConfig
 
 from .data.synth import CHANCE, QUESTIONS, VOCABULARY, question_row, synthesize
 from .export import export_pretrained
-from .modeling import AVLlmConfig, AVLlmForConditionalGeneration
-from .processing import AVLlmProcessor
-from .tiny import build_processor, build_tokenizer
+from .models.avllm import AUDIO_VISUAL, AVLlmConfig, AVLlmForConditionalGeneration, AVLlmProcessor
+from .tiny import (
+    build_processor,
+    build_tokenizer,
+    tiny_audio_config,
+    tiny_config,
+    tiny_text_config,
+    tiny_vision_config,
+)
 from .training import AVLlmSFTTrainer, apply_stage, stage_defaults
 
 KINDS = tuple(QUESTIONS)
@@ -49,49 +54,25 @@ def demo_config(vocab_size: int) -> AVLlmConfig:
     so its frequency-averaged tokens cannot tell pitches apart untrained; Whisper's first convolution mixes the mel
     bins into channels and keeps pitch. Its random weights get std 0.2 instead of 0.02 so that the input, not the
     fixed sinusoidal positions, dominates its features: a random tower stands in for a pretrained one here.)"""
-    return AVLlmConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=48,
-            intermediate_size=96,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-        ),
-        audio_config=WhisperConfig(
+    return tiny_config(
+        vision=tiny_vision_config("clip", hidden_size=48, intermediate_size=96, num_attention_heads=4),
+        audio=tiny_audio_config(
+            "whisper",
             d_model=48,
-            encoder_layers=2,
             encoder_attention_heads=4,
             encoder_ffn_dim=96,
             num_mel_bins=32,
-            max_source_positions=50,
-            decoder_layers=1,
-            decoder_attention_heads=2,
-            decoder_ffn_dim=32,
-            vocab_size=8,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-            decoder_start_token_id=1,
             init_std=0.2,
         ),
-        text_config=LlamaConfig(
+        text=tiny_text_config(
+            "llama",
             vocab_size=vocab_size,
             hidden_size=64,
             intermediate_size=128,
-            num_hidden_layers=2,
             num_attention_heads=8,
             num_key_value_heads=8,
             max_position_embeddings=256,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
         ),
-        num_frames=4,
-        num_audio_segments=2,
-        image_token_id=vocab_size - 3,
-        video_token_id=vocab_size - 2,
-        audio_token_id=vocab_size - 1,
     )
 
 
@@ -295,8 +276,8 @@ def _ablation_pools(train_rows: list[dict]) -> dict[str, list[dict]]:
     joint = []
     for row in train_rows:
         clip_id, path = row["id"].rsplit("-", 1)[0], row["messages"][0]["content"][0]["path"]
-        joint.append(question_row(clip_id, path, row["kind"], row["answer"], media=("video", True)))
-    separate = [row for row in train_rows if row["kind"] != "audio_visual"]
+        joint.append(question_row(clip_id, path, row["kind"], row["answer"], sample_type=AUDIO_VISUAL))
+    separate = [row for row in train_rows if row["kind"] != AUDIO_VISUAL]
     return {"joint": joint, "separate": separate, "joint+separate": joint + separate}
 
 

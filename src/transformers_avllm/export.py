@@ -4,18 +4,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 
-from .modeling import AVLlmForConditionalGeneration
-from .processing import AVLlmProcessor
+from .models.avllm import SHIPPED_FILES, AVLlmForConditionalGeneration, AVLlmProcessor
 
-CODE_FILES = {
-    "compat_avllm.py",
-    "configuration_avllm.py",
-    "connectors_avllm.py",
-    "towers_avllm.py",
-    "modeling_avllm.py",
-    "processing_avllm.py",
-    "media_avllm.py",
-}
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
 
 
@@ -67,10 +57,25 @@ def _architecture(model: AVLlmForConditionalGeneration) -> str:
     return "\n".join(lines)
 
 
+def recorded_base_models(model: AVLlmForConditionalGeneration) -> list[str]:
+    """The checkpoints `model` was built from, for a model card's `base_model`: those `from_pretrained_components`
+    recorded on it (`model.base_models`), else the `base_model` of the model card in the folder it was loaded from
+    (an export, or an `avllm train` output)."""
+    recorded = getattr(model, "base_models", None)
+    if recorded:
+        return list(recorded.values())
+    card = Path(model.name_or_path or "") / "README.md"
+    if not model.name_or_path or not card.is_file():
+        return []
+    base_model = ModelCard.load(card).data.base_model
+    return [base_model] if isinstance(base_model, str) else list(base_model or [])
+
+
 def build_model_card(
     model: AVLlmForConditionalGeneration,
     repo_id: str,
     *,
+    base_models: list[str] | None = None,
     license: str = "apache-2.0",
     training_stages: list[dict] | None = None,
     datasets: list[str] | None = None,
@@ -79,8 +84,9 @@ def build_model_card(
     """A model card with Hub metadata (`library_name`, `pipeline_tag: any-to-any`, base models, tags, licence,
     datasets, `model-index` from `eval_results` = `[{"task", "dataset", "metric", "value"}]`) and a usage snippet.
 
+    `base_models`: the checkpoints the model was built from (default: `recorded_base_models(model)`).
     `training_stages`: `[{"name", "trainable", "learning_rate", "epochs", ...}]`, e.g. from the trainer state."""
-    base_models = list((model.config.base_models or {}).values())
+    base_models = recorded_base_models(model) if base_models is None else base_models
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="any-to-any",
@@ -108,7 +114,7 @@ def build_model_card(
         [
             "---\n" + card_data.to_yaml() + "\n---",
             f"# {repo_id}",
-            "An audio-visual LLM built with [transformers-avllm](https://github.com/): it watches and listens to a "
+            "An audio-visual LLM built with the transformers-avllm package: it watches and listens to a "
             "video, or hears a sound alone, and answers in text. Load it with `trust_remote_code=True`; the model, "
             "processor and media-decoding code ship in this repository.",
             "## Usage\n\n" + USAGE.format(repo_id=repo_id),
@@ -120,13 +126,14 @@ def build_model_card(
 
 
 def check_export_folder(folder: str | Path) -> None:
-    """Raises `ExportError` unless the folder holds safetensors weights, no pickle files, and no code but ours."""
+    """Raises `ExportError` unless the folder holds safetensors weights, every shipped code file
+    (`models/avllm/*_avllm.py`), no pickle files, and no other code."""
     folder = Path(folder)
     files = {path.name for path in folder.rglob("*") if path.is_file()}
     pickles = sorted(name for name in files if Path(name).suffix in PICKLE_SUFFIXES)
-    foreign_code = sorted(name for name in files if name.endswith(".py") and name not in CODE_FILES)
+    foreign_code = sorted(name for name in files if name.endswith(".py") and name not in SHIPPED_FILES)
     missing = sorted(
-        (CODE_FILES | {"config.json", "processor_config.json", "chat_template.jinja", "README.md"}) - files
+        (SHIPPED_FILES | {"config.json", "processor_config.json", "chat_template.jinja", "README.md"}) - files
     )
     if not any(name.endswith(".safetensors") for name in files):
         missing.append("*.safetensors")
@@ -145,7 +152,8 @@ def export_pretrained(
     **card_kwargs,
 ) -> Path:
     """Writes a Hub-ready folder: weights (safetensors), config with `auto_map`, generation config, processor files,
-    tokenizer, chat template, our remote-code files (flat) and a model card. `card_kwargs` go to `build_model_card`."""
+    tokenizer, chat template, our remote-code files (flat, copied by `save_pretrained`) and a model card.
+    `card_kwargs` go to `build_model_card` (`base_models`, `training_stages`, `datasets`, `eval_results`, ...)."""
     output = Path(output_dir)
     tokenizer = processor.tokenizer
     model.generation_config.pad_token_id = tokenizer.pad_token_id

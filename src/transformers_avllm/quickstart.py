@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from .data.media_writer import write_video
-from .modeling import AVLlmForConditionalGeneration
+from .models.avllm import AVLlmForConditionalGeneration
 from .tiny import SAMPLING_RATE, build_processor, build_tokenizer, tiny_config
 
 QUESTION = "what do you see and hear ?"

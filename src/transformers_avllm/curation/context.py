@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from transformers import AutoConfig, Pipeline, pipeline
 
-from ..processing.media_avllm import load_audio, load_video, probe_media, split_audio_segments
+from ..models.avllm import load_audio, load_video, probe_media, split_audio_segments
 
 AUDIO_LABELS_FILE = Path(__file__).parent / "audio_labels.txt"
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-large"

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from ..jsonl import append_jsonl, read_jsonl
 from ..llm_client import ChatClient, MalformedReply, ReplyCache
-from ..processing.media_avllm import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, MediaError
+from ..media_files import VIDEO_EXTENSIONS, list_media_files
+from ..models.avllm import CONTENT_ITEMS, MediaError
 from .context import MediaContext, Perception, describe_media
 from .templates import SAMPLE_TYPES, TASKS, load_templates
 
@@ -177,17 +178,10 @@ def parse_conversation(reply: str, task: str) -> list[dict]:
     return parsed
 
 
-MEDIA_ITEMS = {
-    "audio": {"type": "audio"},
-    "visual": {"type": "video", "use_audio": False},
-    "audio_visual": {"type": "video", "use_audio": True},
-}
-
-
 def training_row(job: Job, turns: list[dict]) -> dict:
     """A row of the training format: the media item first in the first user turn, rendering as the sample type's
     modality token (a video's audio sample is its audio track: `{"type": "audio", "path": video}`)."""
-    item = {**MEDIA_ITEMS[job.sample_type], "path": job.media}
+    item = {**CONTENT_ITEMS[job.sample_type], "path": job.media}
     messages = []
     for index, turn in enumerate(turns):
         content = [item] if index == 0 else []
@@ -216,13 +210,12 @@ class _Writer:
             append_jsonl(self.folder / name, [row])
 
 
-def find_media(folder: Path) -> list[Path]:
-    """Video and audio files under `folder`, sorted."""
+def media_to_curate(folder: Path) -> list[Path]:
+    """The video and audio files under `folder` (searched recursively), sorted; a `CurationError` when there are
+    none."""
     if not folder.is_dir():
         raise CurationError(f"{folder}: not a folder")
-    files = sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS + AUDIO_EXTENSIONS
-    )
+    files = list_media_files(folder)
     if not files:
         raise CurationError(f"{folder}: no video ({', '.join(VIDEO_EXTENSIONS)}) or audio files")
     return files
@@ -292,7 +285,7 @@ def curate(
     output.mkdir(parents=True, exist_ok=True)
     templates = load_templates(templates_dir)
     mix = parse_mix(mix)
-    files = find_media(root)
+    files = media_to_curate(root)
     contexts, media_errors = gather_contexts(
         files, root, output, perception, num_frames=num_frames, num_segments=num_audio_segments
     )
@@ -304,6 +297,19 @@ def curate(
         base_delay=retry_delay,
         requests_per_minute=requests_per_minute,
     )
+    retry = ask_llm(jobs, contexts, templates, client, output, workers)
+    summary = summarise(output, jobs, quotas, mix, media_errors, retry, client, len(files))
+    (output / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_dataset_card(output, summary)
+    return summary
+
+
+def ask_llm(
+    jobs: list[Job], contexts: list[MediaContext], templates, client: ChatClient, output: Path, workers: int
+) -> list[str]:
+    """Asks the LLM for each job not answered by a previous run, from `workers` threads, and files each reply: a
+    valid new conversation in `train.jsonl`, an invalid or duplicate one in `rejected.jsonl` with the reason.
+    Returns the ids of the jobs the LLM could not be reached for (asked again by the next run)."""
     done = {row["id"] for name in ("train.jsonl", "rejected.jsonl") for row in read_jsonl(output / name)}
     fingerprints = {fingerprint(_turns(row)) for row in read_jsonl(output / "train.jsonl")}
     by_path = {context.path: context for context in contexts}
@@ -337,11 +343,7 @@ def curate(
         futures = [pool.submit(run, job) for job in pending]
         for future in tqdm(as_completed(futures), total=len(futures), desc=f"asking {client.name}", unit="sample"):
             future.result()
-
-    summary = summarise(output, jobs, quotas, mix, media_errors, retry, client, len(files))
-    (output / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    write_dataset_card(output, summary)
-    return summary
+    return retry
 
 
 def _turns(row: dict) -> list[dict]:

@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..models.avllm import SAMPLE_TYPES
+
 TASKS = ("conversation", "description", "reasoning")
-SAMPLE_TYPES = ("audio", "visual", "audio_visual")
 SECTIONS = ("ROLE", "REQUIREMENT", "EXAMPLE", "CONTEXT")
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 VISUAL_CONTEXT, AUDIO_CONTEXT = "<VC>", "<AC>"

@@ -23,20 +23,20 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..models.avllm import AUDIO, AUDIO_VISUAL, CONTENT_ITEMS, VISUAL
 from .media_writer import write_video
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 80, 230), "yellow": (230, 210, 30)}
 PITCHES = {"low": 330.0, "high": 1320.0}
+# One question kind per sample type, each trained and asked with that sample type's inputs.
 QUESTIONS = {
-    "visual": "what colour is the square at the start ?",
-    "audio": "is the tone at the start low or high ?",
-    "audio_visual": "what colour is the square when the tone is high ?",
+    VISUAL: "what colour is the square at the start ?",
+    AUDIO: "is the tone at the start low or high ?",
+    AUDIO_VISUAL: "what colour is the square when the tone is high ?",
 }
-# The modality sample type each question kind is trained and asked with.
-KIND_INPUT = {"visual": ("video", False), "audio": ("audio", None), "audio_visual": ("video", True)}
 # Accuracy of a model that ignores the frames (visual), the sound (audio), or hears but does not see which of the two
 # colours on screen goes with the high tone (audio-visual), on the balanced test split.
-CHANCE = {"visual": 1 / len(COLOURS), "audio": 1 / len(PITCHES), "audio_visual": 1 / 2}
+CHANCE = {VISUAL: 1 / len(COLOURS), AUDIO: 1 / len(PITCHES), AUDIO_VISUAL: 1 / 2}
 VOCABULARY = sorted({word for text in QUESTIONS.values() for word in text.split()} | set(COLOURS) | set(PITCHES))
 SAMPLE_RATE = 16000
 
@@ -51,9 +51,9 @@ class ClipSpec:
     @property
     def answers(self) -> dict[str, str]:
         return {
-            "visual": self.colours[0],
-            "audio": self.pitches[0],
-            "audio_visual": self.colours[self.pitches.index("high")],
+            VISUAL: self.colours[0],
+            AUDIO: self.pitches[0],
+            AUDIO_VISUAL: self.colours[self.pitches.index("high")],
         }
 
 
@@ -95,14 +95,11 @@ def render_clip(
 
 
 def question_row(
-    clip_id: str, path: str, kind: str, answer: str | None = None, media: tuple[str, bool | None] | None = None
+    clip_id: str, path: str, kind: str, answer: str | None = None, sample_type: str | None = None
 ) -> dict:
-    """A training-format row asking `kind`'s question about the clip, with its modality sample type (`KIND_INPUT`, or
-    `media` = (item type, use_audio) to ask it with other inputs, e.g. every question over `<AUD_VIS>`)."""
-    media_type, use_audio = media or KIND_INPUT[kind]
-    item = {"type": media_type, "path": path}
-    if use_audio is not None:
-        item["use_audio"] = use_audio
+    """A training-format row asking `kind`'s question about the clip with the inputs of its own sample type, or of
+    `sample_type` (e.g. every question over `<AUD_VIS>`)."""
+    item = {**CONTENT_ITEMS[sample_type or kind], "path": path}
     messages = [{"role": "user", "content": [item, {"type": "text", "text": QUESTIONS[kind]}]}]
     if answer is not None:
         messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})

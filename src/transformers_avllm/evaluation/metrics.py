@@ -46,6 +46,7 @@ LETTERS = string.ascii_uppercase
 
 
 def choice_letter(index: int) -> str:
+    """The letter of option `index` ("A", "B", ...) as prompts show it and `extract_choice` reads it."""
     return LETTERS[index]
 
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..processing import AVLlmProcessor, MediaError
+from ..models.avllm import TOKEN_TYPE_IDS, AVLlmProcessor, MediaError
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -51,9 +51,6 @@ class AVLlmDataCollator:
         if self.overflow not in ("error", "drop"):
             raise ValueError(f"overflow must be 'error' or 'drop', got {self.overflow!r}")
         self.dropped_too_long = self.skipped_bad = 0
-        self._placeholder_ids = torch.tensor(
-            [self.processor.image_token_id, self.processor.video_token_id, self.processor.audio_token_id]
-        )
 
     def encode(self, example: dict) -> dict[str, torch.Tensor]:
         """One example -> unpadded tensors `(1, L)` + its media tensors. Raises `BadSampleError`."""
@@ -71,7 +68,7 @@ class AVLlmDataCollator:
         except (MediaError, ValueError, KeyError) as err:
             raise BadSampleError(sample_id, str(err)) from err
         input_ids = encoded["input_ids"]
-        is_placeholder = torch.isin(input_ids, self._placeholder_ids)
+        is_placeholder = encoded["mm_token_type_ids"] != TOKEN_TYPE_IDS["text"]
         labels = input_ids.masked_fill((encoded.pop("assistant_masks") == 0) | is_placeholder, IGNORE_INDEX)
         if not (labels != IGNORE_INDEX).any():
             raise BadSampleError(sample_id, "no assistant reply to train on")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from datasets import Dataset, IterableDataset, interleave_datasets, load_dataset
 
+from ..models.avllm import CONTENT_ITEMS, SAMPLE_TYPES
+
 LLAVA_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 LLAVA_MEDIA_TAGS = re.compile(r"<(video|audio|image)>\n?")
 MEDIA_TYPES = ("video", "audio", "image")
@@ -78,18 +80,18 @@ def _as_modality(row: dict, modality: str) -> dict:
     for message in row["messages"]:
         for item in message["content"]:
             is_video = item.get("type") == "video"
-            if is_video and modality == "audio":
-                item["type"] = "audio"
             # every view carries the same keys and types, so that views can be interleaved (read only for videos)
-            item["use_audio"] = is_video and modality == "audio_visual"
+            item["use_audio"] = False
+            if is_video:
+                item.update(CONTENT_ITEMS[modality])
     return row
 
 
 def modality_view(dataset: Dataset | IterableDataset, modality: str) -> Dataset | IterableDataset:
-    """The same samples as another modality type: `"visual"` (videos without their audio, `<VIS>`), `"audio"` (only
-    the videos' audio tracks, `<AUD>`) or `"audio_visual"` (videos with their audio, `<AUD_VIS>`)."""
-    if modality not in ("visual", "audio", "audio_visual"):
-        raise ValueError(f"modality must be visual, audio or audio_visual, got {modality!r}")
+    """The same samples as another sample type (`SAMPLE_TYPES`): `"visual"` (videos without their audio, `<VIS>`),
+    `"audio"` (only the videos' audio tracks, `<AUD>`) or `"audio_visual"` (videos with their audio, `<AUD_VIS>`)."""
+    if modality not in SAMPLE_TYPES:
+        raise ValueError(f"modality must be one of {SAMPLE_TYPES}, got {modality!r}")
     return dataset.map(_as_modality, fn_kwargs={"modality": modality})
 
 

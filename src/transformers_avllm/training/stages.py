@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from peft import LoraConfig
 
-from ..modeling import AVLlmForConditionalGeneration
+from ..models.avllm import AVLlmForConditionalGeneration
 
 PROJECTORS = ("video_connector", "audio_projector")
 # LoRA only on the LLM's attention and MLP projections: towers are never adapted.

@@ -5,12 +5,15 @@ Values come from, in rising priority: the stage's defaults (`stages.py`), the YA
 
 import argparse
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
 from ..components import from_pretrained_components
+from ..export import build_model_card, export_pretrained, recorded_base_models
+from ..models.avllm import AUDIO_VISUAL, SAMPLE_TYPES
 from .collator import AVLlmDataCollator
 from .data import load_av_dataset, mix_modalities, modality_view
 from .stages import STAGES, apply_stage, stage_defaults
@@ -31,8 +34,8 @@ class AVLlmArguments:
     num_audio_segments: int = 4
     audio_tokens_per_segment: int = 1
     modalities: list[str] = field(
-        default_factory=lambda: ["audio_visual"],
-        metadata={"help": "modality views of the dataset to mix (visual, audio, audio_visual): >1 is MAT"},
+        default_factory=lambda: [AUDIO_VISUAL],
+        metadata={"help": f"modality views of the dataset to mix (of {', '.join(SAMPLE_TYPES)}): >1 is MAT"},
     )
     modality_probabilities: list[float] | None = field(default=None, metadata={"help": "sampling weight per view"})
     media_root: str | None = field(default=None, metadata={"help": "folder that relative media paths start from"})
@@ -84,6 +87,15 @@ def build_model_and_processor(model_args: ModelConfig, av_args: AVLlmArguments):
     )
 
 
+def _weight_sharding(trainer: AVLlmSFTTrainer) -> str | None:
+    """The sharding ("FSDP" or "ZeRO-3") when each of the trainer's processes holds only part of the weights."""
+    if trainer.is_fsdp_enabled:
+        return "FSDP"
+    if trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
+        return "ZeRO-3"
+    return None
+
+
 def train(argv: list[str]) -> AVLlmSFTTrainer:
     script_args, training_args, model_args, av_args = parse_train_args(argv)
     model, processor = build_model_and_processor(model_args, av_args)
@@ -118,23 +130,34 @@ def train(argv: list[str]) -> AVLlmSFTTrainer:
         data_collator=collator,
         peft_config=peft_config,
     )
+    sharding = _weight_sharding(trainer)
+    if av_args.export_dir and sharding:
+        raise SystemExit(
+            f"export_dir: {sharding} splits the weights across the processes, so no process can export them; train "
+            f"without export_dir, then: avllm export --model {training_args.output_dir} --output {av_args.export_dir}"
+        )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()
     processor.save_pretrained(training_args.output_dir)
-    if av_args.export_dir:
-        from ..export import export_pretrained
-
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    stage = {
+        "name": av_args.stage,
+        "trainable": ", ".join(STAGES[av_args.stage].trainable) + (" + LoRA on the LLM" if peft_config else ""),
+        "learning_rate": training_args.learning_rate,
+        "steps": trainer.state.global_step,
+        "final_loss": round(losses[-1], 4) if losses else None,
+        "modalities": "+".join(av_args.modalities),
+    }
+    # The card travels with the checkpoint: its `base_model` is where a next stage or an export finds the base models.
+    card = {
+        "base_models": recorded_base_models(model),
+        "training_stages": [stage],
+        "datasets": [script_args.dataset_name],
+    }
+    output_dir = Path(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        build_model_card(model, output_dir.name, **card).save(output_dir / "README.md")
+    if av_args.export_dir and trainer.is_world_process_zero():
         trained = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
-        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-        stage = {
-            "name": av_args.stage,
-            "trainable": ", ".join(STAGES[av_args.stage].trainable) + (" + LoRA on the LLM" if peft_config else ""),
-            "learning_rate": training_args.learning_rate,
-            "steps": trainer.state.global_step,
-            "final_loss": round(losses[-1], 4) if losses else None,
-            "modalities": "+".join(av_args.modalities),
-        }
-        export_pretrained(
-            trained, processor, av_args.export_dir, training_stages=[stage], datasets=[script_args.dataset_name]
-        )
+        export_pretrained(trained, processor, av_args.export_dir, **card)
     return trainer

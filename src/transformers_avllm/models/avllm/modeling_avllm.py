@@ -20,20 +20,8 @@ from .compat_avllm import (
 )
 from .configuration_avllm import AVLlmConfig
 from .connectors_avllm import VIDEO_CONNECTORS, AVLlmAudioProjector
-from .towers_avllm import audio_segment_shape, audio_token_sequence, audio_width, build_tower, vision_frame_features
-
-# transformers' `mm_token_type_ids` codes of each placeholder kind.
-TOKEN_TYPE_IDS = {"image": 1, "video": 2, "audio": 3}
-
-
-# Every Auto class a saved AVLlm folder resolves through with `trust_remote_code=True`.
-HUB_AUTO_MAP = {
-    "AutoConfig": "configuration_avllm.AVLlmConfig",
-    "AutoModel": "modeling_avllm.AVLlmModel",
-    "AutoModelForImageTextToText": "modeling_avllm.AVLlmForConditionalGeneration",
-    "AutoModelForMultimodalLM": "modeling_avllm.AVLlmForConditionalGeneration",
-    "AutoModelForCausalLM": "modeling_avllm.AVLlmForConditionalGeneration",
-}
+from .modality_avllm import TOKEN_TYPE_IDS
+from .towers_avllm import tower_family
 
 
 class AVLlmPlaceholderMismatchError(ValueError):
@@ -69,27 +57,40 @@ class AVLlmPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Saves like transformers does, with `auto_map` entries for every Auto class (`HUB_AUTO_MAP`), so that any
-        saved folder (after training, a LoRA merge or `from_pretrained_components`) loads with
-        `trust_remote_code=True` where this package is not installed."""
-        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **HUB_AUTO_MAP}
+        """Saves like transformers does, which copies the code files next to the weights (the class is registered
+        for an Auto class, see `AUTO_MAP`), and names every Auto class of `AUTO_MAP` in config.json's `auto_map`, so
+        that any saved folder (after training, a LoRA merge or `from_pretrained_components`) loads through each of
+        them with `trust_remote_code=True` where this package is not installed."""
+        module = __name__.rsplit(".", 1)[-1]
+        entries = {auto_class: f"{module}.{model_class.__name__}" for auto_class, model_class in AUTO_MAP.items()}
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **entries}
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
 class AVLlmModel(AVLlmPreTrainedModel):
     """Towers, connectors and the language model (no LM head). A tower runs only on the items of its modality that
-    the batch carries, and not at all when there are none."""
+    the batch carries, and not at all when there are none.
+
+    `touch_absent_modalities` (a switch of the run, not of the model: never saved): in training, run a zero-weighted
+    dummy input through a tower and its connector when no sample of the batch carries that modality, so that every
+    distributed rank touches the same trainable parameters (DDP, FSDP, ZeRO-3). `AVLlmSFTTrainer` turns it on when
+    training runs on several processes.
+    """
+
+    touch_absent_modalities: bool = False
 
     def __init__(self, config: AVLlmConfig):
         super().__init__(config)
         if config.vision_config is not None:
-            self.vision_tower = build_tower(config.vision_config)
-            self.video_connector = VIDEO_CONNECTORS[config.connector_type](config)
+            vision = tower_family(config.vision_config)
+            self.vision_tower = vision.build(config.vision_config)
+            self.video_connector = VIDEO_CONNECTORS[config.connector_type](config, vision.width(config.vision_config))
         else:
             self.vision_tower = self.video_connector = None
         if config.audio_config is not None:
-            self.audio_tower = build_tower(config.audio_config)
-            self.audio_projector = AVLlmAudioProjector(config, audio_width(config.audio_config))
+            audio = tower_family(config.audio_config)
+            self.audio_tower = audio.build(config.audio_config)
+            self.audio_projector = AVLlmAudioProjector(config, audio.width(config.audio_config))
         else:
             self.audio_tower = self.audio_projector = None
         self.language_model = AutoModel.from_config(config.text_config)
@@ -126,7 +127,8 @@ class AVLlmModel(AVLlmPreTrainedModel):
         self._require_tower(self.vision_tower, "vision")
         num_videos, num_frames = pixel_values_videos.shape[:2]
         frames = pixel_values_videos.flatten(0, 1).to(self.vision_tower.dtype)
-        summary, patch_grid = vision_frame_features(self.vision_tower, frames, self.config.vision_feature_layer)
+        vision = tower_family(self.config.vision_config)
+        summary, patch_grid = vision.frame_features(self.vision_tower, frames, self.config.vision_feature_layer)
         summary = summary.unflatten(0, (num_videos, num_frames))
         patch_grid = patch_grid.unflatten(0, (num_videos, num_frames))
         return BaseModelOutputWithPooling(
@@ -151,7 +153,7 @@ class AVLlmModel(AVLlmPreTrainedModel):
         self._require_tower(self.audio_tower, "audio")
         num_audios, num_segments = input_features.shape[:2]
         segments = input_features.flatten(0, 1).to(self.audio_tower.dtype)
-        sequence = audio_token_sequence(self.audio_tower, segments)
+        sequence = tower_family(self.config.audio_config).segment_sequence(self.audio_tower, segments)
         tokens = nn.functional.adaptive_avg_pool1d(sequence.transpose(1, 2), self.config.audio_tokens_per_segment)
         tokens = tokens.transpose(1, 2).reshape(num_audios, -1, sequence.shape[-1])
         return BaseModelOutputWithPooling(last_hidden_state=sequence, pooler_output=self.audio_projector(tokens))
@@ -188,16 +190,17 @@ class AVLlmModel(AVLlmPreTrainedModel):
         """Adds a zero-weighted pass of a dummy input through the `"vision"` or `"audio"` tower and its connector,
         for a batch without that modality, so that all distributed ranks run the same modules and reduce the same
         trainable parameters. A one-tower model's absent tower is left alone."""
-        device, dtype = inputs_embeds.device, inputs_embeds.dtype
-        if modality == "vision" and self.vision_tower is not None:
-            size = self.config.vision_config.image_size
-            dummy = torch.zeros(1, 3, size, size, device=device, dtype=self.vision_tower.dtype)
-            return inputs_embeds + 0.0 * self.get_image_features(dummy).pooler_output.sum().to(dtype)
-        if modality == "audio" and self.audio_tower is not None:
-            shape = (1, 1, *audio_segment_shape(self.config.audio_config))
-            dummy = torch.zeros(shape, device=device, dtype=self.audio_tower.dtype)
-            return inputs_embeds + 0.0 * self.get_audio_features(dummy).pooler_output.sum().to(dtype)
-        return inputs_embeds
+        tower = getattr(self, f"{modality}_tower")
+        if tower is None:
+            return inputs_embeds
+        tower_config = getattr(self.config, f"{modality}_config")
+        shape = tower_family(tower_config).input_shape(tower_config)
+        item = torch.zeros(shape, device=inputs_embeds.device, dtype=tower.dtype)
+        if modality == "vision":
+            features = self.get_image_features(item[None])  # one image
+        else:
+            features = self.get_audio_features(item[None, None])  # one clip of one segment
+        return inputs_embeds + 0.0 * features.pooler_output.sum().to(inputs_embeds.dtype)
 
     def _merge(
         self, input_ids, inputs_embeds, modality: str, features: torch.Tensor, mm_token_type_ids
@@ -238,7 +241,7 @@ class AVLlmModel(AVLlmPreTrainedModel):
         # Towers run in a fixed order (vision, then audio), real or zero-weighted dummy passes alike, so that ranks
         # whose batches carry different modalities still call the same modules in the same order (ZeRO-3 gathers
         # parameters module by module as they run).
-        touch_absent = self.config.touch_absent_modalities and self.training
+        touch_absent = self.touch_absent_modalities and self.training
         image_outputs = video_outputs = audio_outputs = None
         if pixel_values is not None:
             image_outputs = self.get_image_features(pixel_values)
@@ -352,4 +355,22 @@ class AVLlmForConditionalGeneration(AVLlmPreTrainedModel, GenerationMixin):
         )
 
 
-__all__ = ["AVLlmPreTrainedModel", "AVLlmModel", "AVLlmForConditionalGeneration", "AVLlmPlaceholderMismatchError"]
+# Which Auto class loads which model class: `save_pretrained` writes every pair into config.json's `auto_map`, and
+# the installed package registers them with transformers' Auto classes. A class's first pair is its
+# `_auto_class`, which makes transformers' `save_pretrained` copy the code files next to the weights.
+AUTO_MAP = {
+    "AutoModel": AVLlmModel,
+    "AutoModelForImageTextToText": AVLlmForConditionalGeneration,
+    "AutoModelForMultimodalLM": AVLlmForConditionalGeneration,
+    "AutoModelForCausalLM": AVLlmForConditionalGeneration,
+}
+for _auto_class, _model_class in reversed(AUTO_MAP.items()):
+    _model_class.register_for_auto_class(_auto_class)
+
+__all__ = [
+    "AUTO_MAP",
+    "AVLlmForConditionalGeneration",
+    "AVLlmModel",
+    "AVLlmPlaceholderMismatchError",
+    "AVLlmPreTrainedModel",
+]

@@ -8,11 +8,12 @@ from transformers.configuration_utils import SubConfigSpec
 
 from .compat_avllm import INSTALLED_TRANSFORMERS  # noqa: F401  (first: checks the installed transformers release)
 from .connectors_avllm import VIDEO_CONNECTORS
+from .towers_avllm import tower_family
 
-# Vision towers whose hidden states start with a [CLS] token (SigLIP has none).
-VISION_TOWERS_WITH_CLS = ("clip_vision_model",)
-SUPPORTED_VISION_TOWERS = ("clip_vision_model", "siglip_vision_model")
-SUPPORTED_AUDIO_TOWERS = ("clap_audio_model", "whisper", "audio-spectrogram-transformer")
+# Keys that configs saved before issue #12 carry and that no longer belong to the model: the modality tokens (now the
+# vocabulary of `modality_avllm.py`), a training switch (now `AVLlmModel.touch_absent_modalities`, set for a run) and
+# model-card metadata (now given to the export). Loading drops them.
+REMOVED_KEYS = ("vis_token", "aud_token", "aud_vis_token", "touch_absent_modalities", "base_models")
 
 
 @strict
@@ -26,9 +27,9 @@ class AVLlmConfig(PreTrainedConfig):
 
     Args:
         vision_config (`dict` or `PreTrainedConfig`, *optional*):
-            CLIP or SigLIP vision config.
+            Config of a vision tower of the registry (`towers_avllm.TOWER_FAMILIES`): CLIP or SigLIP.
         audio_config (`dict` or `PreTrainedConfig`, *optional*):
-            CLAP audio (HTSAT), Whisper (its encoder is used) or AST config.
+            Config of an audio tower of the registry: CLAP audio (HTSAT), Whisper (its encoder is used) or AST.
         text_config (`dict` or `PreTrainedConfig`, *optional*):
             Any causal LM config; Llama by default.
         connector_type (`str`, defaults to `"avllm"`):
@@ -52,15 +53,8 @@ class AVLlmConfig(PreTrainedConfig):
             Tokens each segment contributes (the tower's last hidden state averaged over frequency and pooled over
             time to this length; 1 = one embedding per segment as in AV-LLM).
         image_token_id / video_token_id / audio_token_id (`int`):
-            Placeholder token ids that the processor expands and the model fills with features.
-        vis_token / aud_token / aud_vis_token (`str`):
-            Modality tokens of the prompt: `<VIS>`, `<AUD>`, `<AUD_VIS>`.
-        base_models (`dict[str, str]`, *optional*):
-            Checkpoints the towers and the LLM came from (`{"vision": ..., "audio": ..., "llm": ...}`), for the model
-            card; `from_pretrained_components` fills it.
-        touch_absent_modalities (`bool`, defaults to `False`):
-            Run a zero-weighted dummy input through a tower and its connector when no sample of the batch carries
-            that modality, so every distributed rank touches the same trainable parameters (DDP, FSDP, ZeRO-3).
+            Ids of the placeholder tokens (`<image>`, `<video>`, `<audio>`) that the processor expands and the model
+            fills with features.
     """
 
     model_type = "avllm"
@@ -85,35 +79,26 @@ class AVLlmConfig(PreTrainedConfig):
     image_token_id: int = 32000
     video_token_id: int = 32001
     audio_token_id: int = 32002
-    vis_token: str = "<VIS>"
-    aud_token: str = "<AUD>"
-    aud_vis_token: str = "<AUD_VIS>"
-    touch_absent_modalities: bool = False
-    base_models: dict[str, str] | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        for key in REMOVED_KEYS:
+            kwargs.pop(key, None)
         super().__post_init__(**kwargs)
         self.stc_downsample = list(self.stc_downsample)
         if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
             self.tie_word_embeddings = True
-        if self.vision_config is not None and self.vision_config.model_type not in SUPPORTED_VISION_TOWERS:
-            raise ValueError(
-                f"vision_config of type {self.vision_config.model_type!r} is not supported; "
-                f"use one of {SUPPORTED_VISION_TOWERS}"
-            )
-        if self.audio_config is not None and self.audio_config.model_type not in SUPPORTED_AUDIO_TOWERS:
-            raise ValueError(
-                f"audio_config of type {self.audio_config.model_type!r} is not supported; "
-                f"use one of {SUPPORTED_AUDIO_TOWERS}"
-            )
+        for modality in ("vision", "audio"):
+            tower_config = getattr(self, f"{modality}_config")
+            if tower_config is not None:
+                tower_family(tower_config, modality)
         if self.num_frames < 1 or self.num_audio_segments < 1 or self.audio_tokens_per_segment < 1:
             raise ValueError("num_frames, num_audio_segments and audio_tokens_per_segment must be >= 1")
 
     @property
     def vision_grid_size(self) -> int:
         """Patches per side of one frame (h = w)."""
-        return self.vision_config.image_size // self.vision_config.patch_size
+        return tower_family(self.vision_config).grid_size(self.vision_config)
 
     def num_visual_tokens(self, num_frames: int) -> int:
         """Tokens the video connector emits for a clip of `num_frames` frames (an image is 1 frame)."""
@@ -134,18 +119,8 @@ class AVLlmConfig(PreTrainedConfig):
     def num_audio_tokens(self) -> int:
         return 0 if self.audio_config is None else self.num_audio_segments * self.audio_tokens_per_segment
 
-    def processor_kwargs(self) -> dict:
-        """What `AVLlmProcessor` needs to know about this model to expand the modality tokens."""
-        return {
-            "num_frames": self.num_frames,
-            "num_audio_segments": self.num_audio_segments,
-            "num_video_tokens": self.num_video_tokens,
-            "num_image_tokens": self.num_image_tokens,
-            "num_audio_tokens": self.num_audio_tokens,
-            "vis_token": self.vis_token,
-            "aud_token": self.aud_token,
-            "aud_vis_token": self.aud_vis_token,
-        }
 
+# config.json's `auto_map` names this class for AutoConfig, and `save_pretrained` copies the code files.
+AVLlmConfig.register_for_auto_class()
 
 __all__ = ["AVLlmConfig"]

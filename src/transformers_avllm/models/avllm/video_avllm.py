@@ -1,7 +1,7 @@
-"""Media decoding with PyAV: N uniformly sampled RGB frames of a video and a file's own audio track.
+"""Frame sampling with PyAV: N RGB frames at the midpoints of equal segments of a video, with seek planning.
 
-Self-contained (standard library, numpy, transformers, optional PyAV) so that it can ship as Hub remote code.
-Every PyAV/FFmpeg failure is re-raised as a ``MediaError`` subclass that names the source and the reason.
+Self-contained (standard library, numpy, transformers, optional PyAV) so that it can ship as Hub remote code; it opens
+containers and reports errors with the helpers and error types of `media_avllm.py`.
 """
 
 from __future__ import annotations
@@ -9,87 +9,45 @@ from __future__ import annotations
 import bisect
 import contextlib
 import functools
-import io
 import itertools
 import math
-import numbers
-import os
-import re
-import time
 from dataclasses import dataclass
 
 import numpy as np
 from transformers.utils import is_av_available
 
+from .media_avllm import (
+    MediaDecodeError,
+    MediaTooLargeError,
+    MissingStreamError,
+    _check_duration,
+    _check_timeout,
+    _Deadline,
+    _is_positive_int,
+    _label,
+    _open,
+    _stream_duration,
+    _stream_start,
+    _video_stream,
+    is_file_source,
+)
+
 if is_av_available():
     import av
     from av.video.reformatter import VideoReformatter
 
-__all__ = [
-    "MediaDecodeError",
-    "MediaError",
-    "MediaInfo",
-    "MediaNotFoundError",
-    "MediaTimeoutError",
-    "MediaTooLargeError",
-    "MissingStreamError",
-    "VideoClip",
-    "load_audio",
-    "load_video",
-    "probe_media",
-    "sample_frame_indices",
-    "split_audio_segments",
-]
+__all__ = ["VideoClip", "load_video", "sample_frame_indices", "sample_frames"]
 
-# File endings of the containers the loaders are used on (anything FFmpeg opens works when named directly).
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac")
 MAX_NUM_FRAMES = 10_000
 MAX_SIDE = 8192  # largest requested output side
 MAX_FRAME_PIXELS = 16384 * 16384  # largest coded frame a file may declare
-MAX_DURATION_S = 24 * 3600.0
-MAX_SAMPLING_RATE = 384_000
 THREAD_TYPES = ("AUTO", "FRAME", "SLICE", "NONE")
 STRATEGIES = ("auto", "sequential", "seek")
 
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _EPS = 1e-6  # seconds; absorbs float error in pts * time_base
 _SEEK_COST_FRAMES = 8  # a seek (demuxer jump + decoder flush) costs about this many decoded frames
 _SEEK_GAIN = 0.8  # seek only when the plan decodes at most 80% of the frames a sequential pass would
 _BLIND_SEEK_GAP_S = 4.0  # with no keyframe index, seek only across gaps longer than this
-_AUDIO_CHUNK_S = 1.0  # resample in chunks of about this length (much faster than per decoded frame)
-
-
-class MediaError(Exception):
-    """A media source could not be used. ``.path`` names the source, ``.reason`` says why."""
-
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-    def __reduce__(self):
-        return type(self), (self.path, self.reason)
-
-
-class MediaNotFoundError(MediaError):
-    """The path does not exist or is a directory."""
-
-
-class MediaDecodeError(MediaError):
-    """The data is corrupt, truncated, empty or undecodable, or too few frames/samples came back."""
-
-
-class MissingStreamError(MediaError):
-    """The file has no stream of the requested kind (audio of a silent video, video of an audio file)."""
-
-
-class MediaTimeoutError(MediaDecodeError):
-    """Opening or decoding took longer than the allowed time."""
-
-
-class MediaTooLargeError(MediaError):
-    """The file or the request is absurdly large (frame pixels, duration, number of frames, output size)."""
 
 
 @dataclass
@@ -107,121 +65,6 @@ class VideoClip:
     duration: float
     fps: float | None
     strategy: str
-
-
-@dataclass
-class MediaInfo:
-    """What a container holds. width/height are the coded size (before display rotation)."""
-
-    has_video: bool
-    has_audio: bool
-    duration: float | None
-    width: int | None
-    height: int | None
-    fps: float | None
-
-
-def _describe(source) -> str:
-    """Name of a source for error messages."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return "<bytes>"
-    if isinstance(source, (str, os.PathLike)):
-        return os.fsdecode(source)
-    if hasattr(source, "read"):
-        name = getattr(source, "name", None)
-        return name if isinstance(name, str) else "<file object>"
-    raise TypeError(f"media source must be a path, URL, bytes or binary file object, not {type(source).__name__}")
-
-
-def _translate(label: str, err: Exception) -> MediaError:
-    """Map a PyAV/FFmpeg/OS exception to our error type."""
-    reason = f"{type(err).__name__}: {err}"
-    if isinstance(err, (av.error.FileNotFoundError, av.error.IsADirectoryError, av.error.HTTPNotFoundError)):
-        return MediaNotFoundError(label, reason)
-    if isinstance(err, (av.error.ExitError, av.error.TimeoutError)):
-        return MediaTimeoutError(label, reason)
-    return MediaDecodeError(label, reason)
-
-
-@contextlib.contextmanager
-def _open(source, timeout: float):
-    """Open ``source`` with PyAV; yield (container, label); translate errors raised inside the block."""
-    if not is_av_available():
-        raise ImportError("Decoding media needs PyAV: `pip install av`.")
-    label = _describe(source)
-    kwargs = {}
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        if not len(source):
-            raise MediaDecodeError(label, "empty input (0 bytes)")
-        source = io.BytesIO(source)
-    elif isinstance(source, (str, os.PathLike)):
-        source = label
-        if _URL.match(source):
-            kwargs["timeout"] = timeout
-        elif not os.path.exists(source):
-            raise MediaNotFoundError(label, "no such file")
-        elif os.path.isdir(source):
-            raise MediaNotFoundError(label, "is a directory, not a media file")
-        elif os.path.getsize(source) == 0:
-            raise MediaDecodeError(label, "empty file (0 bytes)")
-    try:
-        with av.open(source, **kwargs) as container:
-            yield container, label
-    except (av.error.FFmpegError, OSError, ValueError, IndexError, EOFError) as err:
-        raise _translate(label, err) from err
-
-
-class _Deadline:
-    """Raises MediaTimeoutError once ``timeout`` seconds have passed since creation."""
-
-    def __init__(self, label: str, timeout: float):
-        self.label, self.timeout = label, timeout
-        self.end = time.monotonic() + timeout
-
-    def check(self) -> None:
-        if time.monotonic() > self.end:
-            raise MediaTimeoutError(self.label, f"decoding took longer than the {self.timeout:g} s limit")
-
-
-def _check_timeout(timeout: float) -> None:
-    if not timeout > 0:
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-
-
-def _seconds(value, time_base) -> float | None:
-    return None if value is None or time_base is None else float(value * time_base)
-
-
-def _stream_duration(container, stream) -> float | None:
-    """Duration (s) of a stream; the container's when the stream does not say (mkv/webm)."""
-    duration = _seconds(stream.duration, stream.time_base)
-    if not duration and container.duration:
-        duration = container.duration / 1e6
-    return duration or None
-
-
-def _stream_start(container, stream) -> float:
-    start = _seconds(stream.start_time, stream.time_base)
-    if start is None and container.start_time is not None:
-        start = container.start_time / 1e6
-    return start or 0.0
-
-
-def _video_stream(container):
-    """First real video stream (cover art attached to audio files does not count)."""
-    for stream in container.streams.video:
-        if not stream.disposition & av.stream.Disposition.attached_pic:
-            return stream
-    return None
-
-
-def _check_duration(label: str, duration: float | None) -> None:
-    if duration is not None and duration > MAX_DURATION_S:
-        raise MediaTooLargeError(label, f"duration {duration:.0f} s exceeds the {MAX_DURATION_S:.0f} s limit")
-
-
-def _is_positive_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
 
 
 def _check_video_args(label, num_frames, size, thread_type, timeout, strategy) -> None:
@@ -413,7 +256,7 @@ def load_video(
     "AUTO" becomes "SLICE" for ``keyframes_only``. ``timeout`` bounds the whole call (MediaTimeoutError).
     ``source``: path, http(s) URL, bytes or binary file object.
     """
-    label = _describe(source)
+    label = _label(source)
     _check_video_args(label, num_frames, size, thread_type, timeout, strategy)
     deadline = _Deadline(label, timeout)
     with _open(source, timeout) as (container, _):
@@ -479,91 +322,6 @@ def _decode_packets(stream, packets):
     yield from stream.decode(None)
 
 
-def load_audio(
-    source, sampling_rate: int, *, timeout: float = 60.0, allow_missing: bool = False, duration: float | None = None
-) -> np.ndarray:
-    """The file's own audio track as float32 mono (num_samples,) at ``sampling_rate`` (channel mean).
-
-    Length is ``round(duration * sampling_rate)``; ``duration`` defaults to the audio stream's own (this trims AAC
-    priming/padding; a longer requested duration zero-pads the end). Audio that decodes much shorter than the
-    stream declares (max(0.5 s, 5%)) raises MediaDecodeError, as do packets the decoder rejects. With no audio
-    stream: MissingStreamError, or with ``allow_missing`` zeros of the requested or container duration (the only
-    case that yields a silent track).
-    """
-    label = _describe(source)
-    if not _is_positive_int(sampling_rate):
-        raise ValueError(f"sampling_rate must be a positive int, got {sampling_rate!r}")
-    if sampling_rate > MAX_SAMPLING_RATE:
-        raise MediaTooLargeError(label, f"sampling_rate {sampling_rate} exceeds {MAX_SAMPLING_RATE}")
-    if duration is not None and not duration >= 0:
-        raise ValueError(f"duration must be >= 0 seconds, got {duration}")
-    _check_duration(label, duration)
-    _check_timeout(timeout)
-    deadline = _Deadline(label, timeout)
-    with _open(source, timeout) as (container, _):
-        if not container.streams.audio:
-            if not allow_missing:
-                raise MissingStreamError(label, "no audio stream")
-            total = duration if duration is not None else (container.duration or 0) / 1e6 or None
-            if total is None:
-                raise MediaDecodeError(label, "no audio stream and no duration to make silence of")
-            _check_duration(label, total)
-            return np.zeros(round(total * sampling_rate), dtype=np.float32)
-        stream = container.streams.audio[0]
-        declared = _stream_duration(container, stream)
-        _check_duration(label, declared)
-        wave = _decode_audio(container, stream, sampling_rate, label, deadline)
-    if declared is not None and len(wave) < (declared - max(0.5, 0.05 * declared)) * sampling_rate:
-        raise MediaDecodeError(
-            label,
-            f"decoded only {len(wave) / sampling_rate:.2f} s of audio but the stream "
-            f"lasts {declared:.2f} s (file truncated?)",
-        )
-    wanted = duration if duration is not None else declared
-    if wanted is None:
-        return wave
-    length = round(wanted * sampling_rate)
-    return wave[:length] if len(wave) >= length else np.pad(wave, (0, length - len(wave)))
-
-
-def _decode_audio(container, stream, sampling_rate, label, deadline) -> np.ndarray:
-    """Decode, buffer ~1 s chunks in an AudioFifo, resample to planar float at the source layout, average channels."""
-    fifo, resampler, chunk, planes = av.AudioFifo(), None, 0, []
-    for frame in container.decode(stream):
-        deadline.check()
-        if resampler is None:
-            resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=sampling_rate)
-            chunk = max(1, round(frame.sample_rate * _AUDIO_CHUNK_S))
-        frame.pts = None  # the fifo rejects timestamp gaps; the resampler does not need them
-        fifo.write(frame)
-        while fifo.samples >= chunk:
-            planes += [f.to_ndarray() for f in resampler.resample(fifo.read(chunk))]
-    if resampler is None:
-        raise MediaDecodeError(label, "the audio stream decoded to no samples")
-    planes += [f.to_ndarray() for f in resampler.resample(fifo.read())]
-    planes += [f.to_ndarray() for f in resampler.resample(None)]
-    return np.concatenate(planes, axis=1).mean(axis=0, dtype=np.float32)
-
-
-def probe_media(source, *, timeout: float = 60.0) -> MediaInfo:
-    """Streams, duration (s), coded size and average frame rate, from the container headers (no decoding)."""
-    _check_timeout(timeout)
-    with _open(source, timeout) as (container, _):
-        video = _video_stream(container)
-        audio = container.streams.audio[0] if container.streams.audio else None
-        main = video or audio
-        rate = (video.average_rate or video.guessed_rate) if video is not None else None
-        duration = _stream_duration(container, main) if main is not None else None
-        return MediaInfo(
-            has_video=video is not None,
-            has_audio=audio is not None,
-            duration=duration,
-            width=video.codec_context.width if video is not None else None,
-            height=video.codec_context.height if video is not None else None,
-            fps=float(rate) if rate else None,
-        )
-
-
 def sample_frame_indices(total_frames: int, num_frames: int) -> np.ndarray:
     """Indices (num_frames,) into ``total_frames`` already-decoded frames by the rule ``load_video`` uses on times.
 
@@ -576,16 +334,16 @@ def sample_frame_indices(total_frames: int, num_frames: int) -> np.ndarray:
     return np.minimum(np.ceil(positions - 1e-9).astype(np.int64), total_frames - 1)
 
 
-def split_audio_segments(waveform: np.ndarray, num_segments: int) -> list[np.ndarray]:
-    """Split (num_samples,) into ``num_segments`` contiguous chunks of ceil(num_samples / K) samples each.
-
-    Only the end of the last chunk is zero-padded, so all chunks have the same length.
-    """
-    waveform = np.asarray(waveform)
-    if waveform.ndim != 1:
-        raise ValueError(f"waveform must be 1-D (num_samples,), got shape {waveform.shape}")
-    if not _is_positive_int(num_segments):
-        raise ValueError(f"num_segments must be a positive int, got {num_segments!r}")
-    length = -(-len(waveform) // num_segments)
-    padded = np.pad(waveform, (0, length * num_segments - len(waveform)))
-    return list(padded.reshape(num_segments, length))
+def sample_frames(source, num_frames: int) -> tuple[np.ndarray, list[float] | None]:
+    """`(num_frames, H, W, 3)` uint8 frames of a video source and their times in seconds: a file (`load_video`), or
+    frames given decoded, `(T, H, W, 3)` or `(T, 3, H, W)` (array or tensor), sampled by `sample_frame_indices`
+    (times `None`)."""
+    if is_file_source(source):
+        clip = load_video(source, num_frames)
+        return clip.frames, clip.timestamps
+    frames = np.asarray(source)
+    if frames.ndim != 4 or 3 not in (frames.shape[1], frames.shape[-1]):
+        raise ValueError(f"decoded video must be (T, H, W, 3) or (T, 3, H, W), got shape {frames.shape}")
+    if frames.shape[-1] != 3:
+        frames = frames.transpose(0, 2, 3, 1)
+    return frames[sample_frame_indices(len(frames), num_frames)], None

@@ -1,27 +1,27 @@
 """AVLlmProcessor: chat messages with videos (frames + their own audio track), audio and images -> model inputs."""
 
+import itertools
 import re
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import BatchFeature, ProcessorMixin
-from transformers.image_utils import load_image
-from transformers.utils import is_torchaudio_available
+from transformers import BatchFeature, CLIPImageProcessor, ProcessorMixin, WhisperFeatureExtractor
+from transformers.processing_utils import MultiModalData
 from transformers.utils.chat_template_utils import render_jinja_template
 
+from .compat_avllm import INSTALLED_TRANSFORMERS  # noqa: F401  (first: checks the installed transformers release)
 from .media_avllm import (
-    MediaError,
     MissingStreamError,
-    load_audio,
-    load_video,
+    describe_source,
+    is_file_source,
+    load_picture,
+    load_waveform,
     probe_media,
-    sample_frame_indices,
     split_audio_segments,
 )
-
-if is_torchaudio_available():
-    import torchaudio
+from .modality_avllm import AUDIO, AUDIO_VISUAL, MODALITY_TOKENS, PLACEHOLDER_TOKENS, VISUAL, row_type
+from .video_avllm import sample_frames
 
 # Vicuna v1 turns (the AV-LLM LLM), with `{% generation %}` around assistant replies for assistant-only losses.
 DEFAULT_CHAT_TEMPLATE = (
@@ -41,18 +41,39 @@ DEFAULT_CHAT_TEMPLATE = (
 )
 
 MEDIA_KEYS = ("path", "url", "video", "audio", "image")
+MODALITY_TOKEN_PATTERN = re.compile("|".join(re.escape(token) for token in MODALITY_TOKENS.values()))
+# What to do with a video whose file has no audio track when its audio is asked for (see `AVLlmProcessor`).
+MISSING_AUDIO_POLICIES = ("error", "visual_only", "silence")
 
 
 @dataclass
 class MediaItem:
-    """One media item of a sample, resolved to the modality token it renders as."""
+    """One media item of a sample: what the source is (`kind`: "image" | "video" | "audio") and what of it the model
+    gets (`sample_type`, which decides the modality token it renders as)."""
 
-    kind: str  # "image" | "video" | "audio"
+    kind: str
     source: object
-    marker: str
-    use_video: bool = True
-    use_audio: bool = False
+    sample_type: str
     silent_audio: bool = False
+
+    @property
+    def marker(self) -> str:
+        return MODALITY_TOKENS[self.sample_type]
+
+    @property
+    def use_video(self) -> bool:
+        """The item's frames are decoded as a video."""
+        return self.kind == "video" and self.sample_type != AUDIO
+
+    @property
+    def use_audio(self) -> bool:
+        return self.sample_type != VISUAL
+
+
+def _check_missing_audio(policy: str) -> str:
+    if policy not in MISSING_AUDIO_POLICIES:
+        raise ValueError(f"missing_audio must be one of {MISSING_AUDIO_POLICIES}, got {policy!r}")
+    return policy
 
 
 class AVLlmProcessor(ProcessorMixin):
@@ -61,19 +82,31 @@ class AVLlmProcessor(ProcessorMixin):
     three, so a one-tower model keeps a default instance of the other one, unused (its placeholder count is 0).
 
     A video renders as `<AUD_VIS>` when its audio is used and the file has an audio track, as `<VIS>` when the caller
-    asks for video only (`use_audio=False`); an image as `<VIS>`; an audio clip as `<AUD>`. Each modality token is
-    expanded into exactly the placeholder tokens the model's connectors produce, in the paper's order (video
-    placeholders, then audio placeholders).
+    asks for video only (`use_audio=False`); an image as `<VIS>`; an audio clip as `<AUD>` (`modality_avllm.py`).
+    Each modality token is expanded into exactly the placeholder tokens the model's connectors produce, in the
+    paper's order (video placeholders, then audio placeholders), through `ProcessorMixin`'s per-item hooks
+    (`replace_image_token`, `replace_video_token`, `replace_audio_token`).
+
+    Why `__call__` and `apply_chat_template` are ours rather than `ProcessorMixin`'s: the mixin expects one
+    placeholder token per input in the text and media its sub-processors take as they are; here one modality token
+    stands for a media item that fills one or two placeholder kinds (a video's frames and its own audio track), decided
+    per item (`use_audio`, `missing_audio`, the file's streams, the model's towers), and media are decoded with PyAV
+    (frames sampled at segment midpoints, audio split into K segments).
 
     Args:
         num_frames (`int`): frames sampled per video.
         num_audio_segments (`int`): K, audio segments per clip.
-        num_video_tokens / num_image_tokens / num_audio_tokens (`int`): placeholders per item (from
-            `AVLlmConfig.processor_kwargs()`).
-        missing_audio (`str`, defaults to `"error"`): what to do with a video whose file has no audio track when audio
-            is asked for: `"error"` (raise `MissingStreamError`), `"visual_only"` (render it as `<VIS>`) or `"silence"`
-            (feed a silent waveform, as VideoLLaMA 2 does; only when explicitly chosen).
+        num_video_tokens / num_image_tokens / num_audio_tokens (`int`): placeholders per item (`for_model` takes
+            them from the model's config).
+        missing_audio (`str`, defaults to `"error"`): what to do with a video whose file has no audio track when its
+            audio is asked for (`MISSING_AUDIO_POLICIES`; a call may override it): `"error"` (raise
+            `MissingStreamError`), `"visual_only"` (render it as `<VIS>`) or `"silence"` (feed a silent waveform, as
+            VideoLLaMA 2 does; only when explicitly chosen). Any other value raises `ValueError`.
     """
+
+    image_token = PLACEHOLDER_TOKENS["image"]
+    video_token = PLACEHOLDER_TOKENS["video"]
+    audio_token = PLACEHOLDER_TOKENS["audio"]
 
     def __init__(
         self,
@@ -86,29 +119,35 @@ class AVLlmProcessor(ProcessorMixin):
         num_video_tokens: int = 0,
         num_image_tokens: int = 0,
         num_audio_tokens: int = 0,
-        vis_token: str = "<VIS>",
-        aud_token: str = "<AUD>",
-        aud_vis_token: str = "<AUD_VIS>",
-        image_token: str = "<image>",
-        video_token: str = "<video>",
-        audio_token: str = "<audio>",
         missing_audio: str = "error",
-        **kwargs,
     ):
         self.num_frames = num_frames
         self.num_audio_segments = num_audio_segments
         self.num_video_tokens = num_video_tokens
         self.num_image_tokens = num_image_tokens
         self.num_audio_tokens = num_audio_tokens
-        self.vis_token, self.aud_token, self.aud_vis_token = vis_token, aud_token, aud_vis_token
-        self.image_token, self.video_token, self.audio_token = image_token, video_token, audio_token
-        self.missing_audio = missing_audio
-        self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
-        self.video_token_id = tokenizer.convert_tokens_to_ids(video_token)
-        self.audio_token_id = tokenizer.convert_tokens_to_ids(audio_token)
-        self._marker_pattern = re.compile("|".join(re.escape(t) for t in (aud_vis_token, vis_token, aud_token)))
+        self.missing_audio = _check_missing_audio(missing_audio)
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+        self.audio_token_id = tokenizer.convert_tokens_to_ids(self.audio_token)
         super().__init__(
             image_processor, feature_extractor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE
+        )
+
+    @classmethod
+    def for_model(cls, config, tokenizer, image_processor=None, feature_extractor=None, **kwargs) -> "AVLlmProcessor":
+        """A processor whose placeholder counts match the model `config` (an `AVLlmConfig`); an absent tower's
+        preprocessor defaults to an unused default instance. `kwargs` go to `__init__`."""
+        return cls(
+            image_processor=CLIPImageProcessor() if image_processor is None else image_processor,
+            feature_extractor=WhisperFeatureExtractor() if feature_extractor is None else feature_extractor,
+            tokenizer=tokenizer,
+            num_frames=config.num_frames,
+            num_audio_segments=config.num_audio_segments,
+            num_video_tokens=config.num_video_tokens,
+            num_image_tokens=config.num_image_tokens,
+            num_audio_tokens=config.num_audio_tokens,
+            **kwargs,
         )
 
     # ---- modality resolution -------------------------------------------------------------------------------------
@@ -126,26 +165,23 @@ class AVLlmProcessor(ProcessorMixin):
         use_audio = use_audio and self.has_audio
         silent = False
         if use_audio:
-            if not _is_file_source(source):
+            if not is_file_source(source):
                 raise MissingStreamError(
                     "<decoded frames>", "decoded frames carry no audio track; pass the file, or use_audio=False"
                 )
             if not probe_media(source).has_audio:
                 if missing_audio == "error":
                     raise MissingStreamError(
-                        _describe(source),
-                        f"no audio track, but {self.aud_vis_token} needs one; pass use_audio=False for video only, or "
-                        "missing_audio='visual_only' / 'silence'",
+                        describe_source(source),
+                        f"no audio track, but {MODALITY_TOKENS[AUDIO_VISUAL]} needs one; pass use_audio=False for "
+                        "video only, or missing_audio='visual_only' / 'silence'",
                     )
-                use_audio, silent = missing_audio == "silence", missing_audio == "silence"
-        if not self.has_vision:
-            if not use_audio:
-                raise ValueError(
-                    f"{_describe(source)}: this model has no vision tower and the video's audio is unused"
-                )
-            return MediaItem("video", source, self.aud_token, use_video=False, use_audio=True, silent_audio=silent)
-        marker = self.aud_vis_token if use_audio else self.vis_token
-        return MediaItem("video", source, marker, use_audio=use_audio, silent_audio=silent)
+                use_audio = silent = missing_audio == "silence"
+        if not (self.has_vision or use_audio):
+            raise ValueError(
+                f"{describe_source(source)}: this model has no vision tower and the video's audio is unused"
+            )
+        return MediaItem("video", source, row_type(self.has_vision, use_audio), silent_audio=silent)
 
     def _resolve_item(self, kind: str, source, use_audio: bool, missing_audio: str) -> MediaItem:
         if kind == "video":
@@ -153,42 +189,12 @@ class AVLlmProcessor(ProcessorMixin):
         if kind == "image":
             if not self.has_vision:
                 raise ValueError("this model has no vision tower, but an image was given")
-            return MediaItem("image", source, self.vis_token, use_video=False)
+            return MediaItem("image", source, VISUAL)
         if not self.has_audio:
             raise ValueError("this model has no audio tower, but an audio clip was given")
-        return MediaItem("audio", source, self.aud_token, use_video=False, use_audio=True)
+        return MediaItem("audio", source, AUDIO)
 
     # ---- decoding ------------------------------------------------------------------------------------------------
-
-    def _frames(self, item: MediaItem) -> tuple[np.ndarray, list[float] | None]:
-        """`(num_frames, H, W, 3)` uint8 frames of a video item and their timestamps in seconds (`None` for frames
-        given already decoded)."""
-        if _is_file_source(item.source):
-            clip = load_video(item.source, self.num_frames)
-            return clip.frames, clip.timestamps
-        frames = item.source.numpy() if isinstance(item.source, torch.Tensor) else np.asarray(item.source)
-        if frames.ndim != 4 or 3 not in (frames.shape[1], frames.shape[-1]):
-            raise ValueError(f"decoded video must be (T, H, W, 3) or (T, 3, H, W), got shape {frames.shape}")
-        if frames.shape[-1] != 3:
-            frames = frames.transpose(0, 2, 3, 1)
-        return frames[sample_frame_indices(len(frames), self.num_frames)], None
-
-    def _waveform(self, item: MediaItem) -> np.ndarray:
-        """Mono float32 waveform at the feature extractor's rate."""
-        rate = self.feature_extractor.sampling_rate
-        if _is_file_source(item.source):
-            return load_audio(item.source, rate, allow_missing=item.silent_audio)
-        waveform, source_rate = item.source, rate
-        if isinstance(waveform, dict):  # datasets' Audio feature
-            waveform, source_rate = waveform["array"], waveform["sampling_rate"]
-        elif isinstance(waveform, tuple):
-            waveform, source_rate = waveform
-        waveform = torch.as_tensor(np.asarray(waveform), dtype=torch.float32)
-        if waveform.ndim == 2:
-            waveform = waveform.mean(dim=0)
-        if source_rate != rate:
-            waveform = torchaudio.functional.resample(waveform, source_rate, rate)
-        return waveform.numpy()
 
     def _audio_features(self, waveforms: list[np.ndarray]) -> torch.Tensor:
         """`(num_audios, K, *segment_shape)` from mono waveforms; segments longer than the extractor's window are
@@ -209,33 +215,75 @@ class AVLlmProcessor(ProcessorMixin):
         features = extracted["input_features"] if "input_features" in extracted else extracted["input_values"]
         return features.unflatten(0, (len(waveforms), self.num_audio_segments))
 
+    def _media_inputs(self, items: list[MediaItem]) -> tuple[dict, list[list[float] | None]]:
+        """Decodes the items' media: `pixel_values_videos`, `pixel_values`, `input_features` (those present) and, per
+        video, the timestamps of its sampled frames."""
+        data = {}
+        decoded_videos = [sample_frames(item.source, self.num_frames) for item in items if item.use_video]
+        images = [load_picture(item.source) for item in items if item.kind == "image"]
+        rate = self.feature_extractor.sampling_rate
+        waveforms = [
+            load_waveform(item.source, rate, allow_missing=item.silent_audio) for item in items if item.use_audio
+        ]
+        if decoded_videos:
+            frames = [frame for video, _ in decoded_videos for frame in video]
+            pixel_values = self.image_processor(images=frames, return_tensors="pt")["pixel_values"]
+            data["pixel_values_videos"] = pixel_values.unflatten(0, (len(decoded_videos), self.num_frames))
+        if images:
+            data["pixel_values"] = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        if waveforms:
+            data["input_features"] = self._audio_features(waveforms)
+        return data, [timestamps for _, timestamps in decoded_videos]
+
     # ---- expansion and tokenisation ------------------------------------------------------------------------------
 
-    def _expansion(self, item: MediaItem) -> str:
-        if item.kind == "image":
-            return self.image_token * self.num_image_tokens
-        text = self.video_token * self.num_video_tokens if item.use_video else ""
-        return text + (self.audio_token * self.num_audio_tokens if item.use_audio else "")
+    def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
+        return self.image_token * self.num_image_tokens
 
-    def _expand(
-        self, text: str, items: list[MediaItem], sample_index: int, spans: list[tuple[int, int]] = ()
-    ) -> tuple[str, list[tuple[int, int]]]:
-        """Replaces each modality token by its placeholder run; returns the text and `spans` (character ranges of
-        the original text outside modality tokens) moved to the expanded text."""
-        markers = self._marker_pattern.findall(text)
-        if [item.marker for item in items] != markers:
-            raise ValueError(
-                f"sample {sample_index}: modality tokens {markers} in the text do not match its media items "
-                f"{[item.marker for item in items]}"
-            )
-        replacements, shifts = iter(items), []  # (end of a modality token, total growth up to it)
+    def replace_video_token(self, video_inputs: dict, video_idx: int, **kwargs) -> str:
+        return self.video_token * self.num_video_tokens
+
+    def replace_audio_token(self, audio_inputs: dict, audio_idx: int, **kwargs) -> str:
+        return self.audio_token * self.num_audio_tokens
+
+    def _replacements(self, items: list[MediaItem], media: dict) -> list[str]:
+        """The placeholder runs of each item, from the per-input hooks: its frames' (image or video), then its
+        sound's."""
+        counters = {kind: itertools.count() for kind in ("image", "video", "audio")}
+        runs = []
+        for item in items:
+            run = ""
+            if item.kind == "image":
+                run += self.replace_image_token(media, next(counters["image"]))
+            if item.use_video:
+                run += self.replace_video_token(media, next(counters["video"]))
+            if item.use_audio:
+                run += self.replace_audio_token(media, next(counters["audio"]))
+            runs.append(run)
+        return runs
+
+    @staticmethod
+    def _check_modality_tokens(texts: list[str], items_per_sample: list[list[MediaItem]]) -> None:
+        for index, (text, items) in enumerate(zip(texts, items_per_sample, strict=True)):
+            markers = MODALITY_TOKEN_PATTERN.findall(text)
+            if [item.marker for item in items] != markers:
+                raise ValueError(
+                    f"sample {index}: modality tokens {markers} in the text do not match its media items "
+                    f"{[item.marker for item in items]}"
+                )
+
+    @staticmethod
+    def _expand(text: str, runs, spans: list[tuple[int, int]] = ()) -> tuple[str, list[tuple[int, int]]]:
+        """Replaces each modality token by the next placeholder run of `runs`; returns the text and `spans`
+        (character ranges of the original text outside modality tokens) moved to the expanded text."""
+        shifts = []  # (end of a modality token, total growth up to it)
 
         def replace(match):
-            expansion = self._expansion(next(replacements))
-            shifts.append((match.end(), (shifts[-1][1] if shifts else 0) + len(expansion) - len(match.group())))
-            return expansion
+            run = next(runs)
+            shifts.append((match.end(), (shifts[-1][1] if shifts else 0) + len(run) - len(match.group())))
+            return run
 
-        expanded = self._marker_pattern.sub(replace, text)
+        expanded = MODALITY_TOKEN_PATTERN.sub(replace, text)
 
         def moved(position: int) -> int:
             return position + next((growth for end, growth in reversed(shifts) if end <= position), 0)
@@ -251,14 +299,13 @@ class AVLlmProcessor(ProcessorMixin):
         return_video_metadata: bool = False,
         **tokenizer_kwargs,
     ) -> BatchFeature:
+        self._check_modality_tokens(texts, items_per_sample)
+        flat = [item for items in items_per_sample for item in items]
+        media, timestamps = self._media_inputs(flat)
+        runs = iter(self._replacements(flat, media))
         spans_per_sample = generation_spans or [[] for _ in texts]
         expanded, moved_spans = zip(
-            *(
-                self._expand(text, items, index, spans)
-                for index, (text, items, spans) in enumerate(
-                    zip(texts, items_per_sample, spans_per_sample, strict=True)
-                )
-            ),
+            *(self._expand(text, runs, spans) for text, spans in zip(texts, spans_per_sample, strict=True)),
             strict=True,
         )
         tokenizer_kwargs.setdefault("padding", True)
@@ -273,25 +320,12 @@ class AVLlmProcessor(ProcessorMixin):
         if generation_spans is not None:
             data["assistant_masks"] = self._assistant_masks(data.pop("offset_mapping"), moved_spans)
         if tokenizer_kwargs.get("truncation"):
-            self._check_placeholder_runs(data["input_ids"])
-        flat = [item for items in items_per_sample for item in items]
-        decoded_videos = [self._frames(item) for item in flat if item.kind == "video" and item.use_video]
-        videos = [frames for frames, _ in decoded_videos]
-        images = [self._load_image(item) for item in flat if item.kind == "image"]
-        audios = [self._waveform(item) for item in flat if item.use_audio]
-        if videos:
-            frames = [frame for video in videos for frame in video]
-            pixel_values = self.image_processor(images=frames, return_tensors="pt")["pixel_values"]
-            data["pixel_values_videos"] = pixel_values.unflatten(0, (len(videos), self.num_frames))
-        if images:
-            data["pixel_values"] = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
-        if audios:
-            data["input_features"] = self._audio_features(audios)
+            self._check_special_mm_tokens(list(expanded), data, modalities=["image", "video", "audio"])
         # 0 text, 1 image, 2 video, 3 audio placeholder: which modalities each row carries.
         data["mm_token_type_ids"] = self.create_mm_token_type_ids(data["input_ids"])
-        batch = BatchFeature(data=data, tensor_type=return_tensors)
+        batch = BatchFeature(data={**data, **media}, tensor_type=return_tensors)
         if return_video_metadata:  # a list per video (not a tensor): pop it before calling the model
-            batch["video_timestamps"] = [timestamps for _, timestamps in decoded_videos]
+            batch["video_timestamps"] = timestamps
         return batch
 
     @staticmethod
@@ -302,22 +336,19 @@ class AVLlmProcessor(ProcessorMixin):
             for row_offsets, spans in zip(torch.as_tensor(offsets).tolist(), spans_per_row, strict=True)
         ]
 
-    def _check_placeholder_runs(self, input_ids):
-        ids = torch.as_tensor(input_ids)
-        for name, token_id, per_item in (
-            ("video", self.video_token_id, self.num_video_tokens),
-            ("image", self.image_token_id, self.num_image_tokens),
-            ("audio", self.audio_token_id, self.num_audio_tokens),
-        ):
-            counts = (ids == token_id).sum(dim=1)
-            if per_item and bool((counts % per_item).any()):
-                raise ValueError(f"truncation cut through a run of {name} placeholders; raise max_length")
-
-    def _load_image(self, item: MediaItem):
-        try:
-            return load_image(item.source) if isinstance(item.source, str) else item.source
-        except (OSError, ValueError) as err:
-            raise MediaError(_describe(item.source), f"cannot load image: {err}") from err
+    def _get_num_multimodal_tokens(self, image_sizes=None, video_sizes=None, audio_lengths=None, **kwargs):
+        """`MultiModalData`: the placeholder tokens of each given image, video and audio clip (what serving engines ask
+        a processor), whatever their sizes: frames are resized to the tower's input, every video gives `num_frames`
+        frames, every clip `num_audio_segments` segments (a video's own audio track counts as one audio clip)."""
+        data = {}
+        if image_sizes is not None:
+            data["num_image_tokens"] = [self.num_image_tokens] * len(image_sizes)
+            data["num_image_patches"] = [1] * len(image_sizes)
+        if video_sizes is not None:
+            data["num_video_tokens"] = [self.num_video_tokens] * len(video_sizes)
+        if audio_lengths is not None:
+            data["num_audio_tokens"] = [self.num_audio_tokens] * len(audio_lengths)
+        return MultiModalData(**data)
 
     # ---- public API ----------------------------------------------------------------------------------------------
 
@@ -339,7 +370,8 @@ class AVLlmProcessor(ProcessorMixin):
                 (or an image when the call has images and no videos). Sources: paths, URLs, bytes, file objects, or
                 decoded arrays (`(T, H, W, 3)` frames, `(num_samples,)` waveforms at the extractor's rate, or
                 `{"array", "sampling_rate"}`).
-            missing_audio: `"error"` (default) or `"silence"` for an `<AUD_VIS>` video whose file has no audio track.
+            missing_audio: overrides the processor's `missing_audio` policy (`MISSING_AUDIO_POLICIES`) for an
+                `<AUD_VIS>` video whose file has no audio track.
             kwargs: tokenizer arguments (`padding_side`, `truncation`, `max_length`, ...), and
                 `return_video_metadata=True` to add `video_timestamps`: per video, the seconds of its sampled frames.
         Returns:
@@ -348,26 +380,26 @@ class AVLlmProcessor(ProcessorMixin):
             `input_features (num_audios, K, *segment_shape)`.
         """
         texts = [text] if isinstance(text, str) else list(text)
+        missing_audio = _check_missing_audio(missing_audio or self.missing_audio)
         queues = {kind: _flatten(media) for kind, media in (("video", videos), ("image", images), ("audio", audio))}
-        if queues["video"] and queues["image"] and any(self.vis_token in t for t in texts):
+        visual_token, audio_visual_token = MODALITY_TOKENS[VISUAL], MODALITY_TOKENS[AUDIO_VISUAL]
+        if queues["video"] and queues["image"] and any(visual_token in t for t in texts):
             raise ValueError(
-                f"{self.vis_token} is ambiguous when a call has both videos and images; use apply_chat_template"
+                f"{visual_token} is ambiguous when a call has both videos and images; use apply_chat_template"
             )
         visual_kind = "video" if queues["video"] or not queues["image"] else "image"
-        kind_of_marker = {self.aud_vis_token: "video", self.vis_token: visual_kind, self.aud_token: "audio"}
+        kind_of_marker = {audio_visual_token: "video", visual_token: visual_kind, MODALITY_TOKENS[AUDIO]: "audio"}
         items_per_sample = []
         for index, sample_text in enumerate(texts):
             items = []
-            for marker in self._marker_pattern.findall(sample_text):
+            for marker in MODALITY_TOKEN_PATTERN.findall(sample_text):
                 kind = kind_of_marker[marker]
                 if not queues[kind]:
                     raise ValueError(f"sample {index}: {marker} has no {kind} left to consume")
-                item = self._resolve_item(
-                    kind, queues[kind].pop(0), marker == self.aud_vis_token, missing_audio or self.missing_audio
-                )
+                item = self._resolve_item(kind, queues[kind].pop(0), marker == audio_visual_token, missing_audio)
                 if item.marker != marker:
                     raise ValueError(
-                        f"sample {index}: {_describe(item.source)} renders as {item.marker} for this model, "
+                        f"sample {index}: {describe_source(item.source)} renders as {item.marker} for this model, "
                         f"but the text asks for {marker}"
                     )
                 items.append(item)
@@ -380,7 +412,7 @@ class AVLlmProcessor(ProcessorMixin):
     def resolve_conversation(self, conversation: list[dict], use_audio: bool = True, missing_audio: str | None = None):
         """Annotates each media content item with the modality token it renders as; returns the messages (copies)
         and the sample's `MediaItem`s in textual order."""
-        missing_audio = missing_audio or self.missing_audio
+        missing_audio = _check_missing_audio(missing_audio or self.missing_audio)
         messages, items = [], []
         for message in conversation:
             content = message["content"]
@@ -420,6 +452,7 @@ class AVLlmProcessor(ProcessorMixin):
         """Renders chat messages (content items `{"type": "video" | "audio" | "image" | "text", "path" | "url" |
         "video" | "audio" | "image" | "text": ...}`, optional `"use_audio": False` per video) and, with
         `tokenize=True`, decodes the media and returns model inputs (a `BatchFeature` when `return_dict=True`).
+        `missing_audio` overrides the processor's policy (`MISSING_AUDIO_POLICIES`) for this call;
         `return_assistant_tokens_mask=True` adds `assistant_masks` (1 on the assistant replies' tokens)."""
         conversations = [conversation] if isinstance(conversation[0], dict) else list(conversation)
         resolved = [self.resolve_conversation(c, use_audio, missing_audio) for c in conversations]
@@ -442,30 +475,14 @@ class AVLlmProcessor(ProcessorMixin):
         )
         return outputs if return_dict else outputs["input_ids"]
 
-    def batch_decode(self, *args, **kwargs):
-        return self.tokenizer.batch_decode(*args, **kwargs)
-
-    def decode(self, *args, **kwargs):
-        return self.tokenizer.decode(*args, **kwargs)
-
-    @property
-    def model_input_names(self):
-        return [
-            "input_ids",
-            "attention_mask",
-            "mm_token_type_ids",
-            "pixel_values",
-            "pixel_values_videos",
-            "input_features",
-        ]
-
-
-def _is_file_source(source) -> bool:
-    return isinstance(source, (str, bytes, bytearray)) or hasattr(source, "read") or hasattr(source, "__fspath__")
-
-
-def _describe(source) -> str:
-    return str(source) if isinstance(source, str) or hasattr(source, "__fspath__") else f"<{type(source).__name__}>"
+    model_input_names = [
+        "input_ids",
+        "attention_mask",
+        "mm_token_type_ids",
+        "pixel_values",
+        "pixel_values_videos",
+        "input_features",
+    ]
 
 
 def _flatten(media) -> list:
@@ -476,4 +493,6 @@ def _flatten(media) -> list:
     return [item for entry in media for item in (entry if isinstance(entry, list) else [entry])]
 
 
-__all__ = ["AVLlmProcessor", "MediaItem"]
+AVLlmProcessor.register_for_auto_class()
+
+__all__ = ["AVLlmProcessor", "MediaItem", "MISSING_AUDIO_POLICIES"]

@@ -1,7 +1,8 @@
 """Connectors that map tower features to the LLM width: one class per connector, chosen by `config.connector_type`.
 
-Every video connector takes per-frame summary tokens `(B, T, D_v)` and the patch grid `(B, T, h, w, D_v)` and returns
-`(B, num_output_tokens, D_llm)`; `num_output_tokens(config, T, h)` is the count the processor expands placeholders to.
+Every video connector is built from the config and the vision tower's width D_v, takes per-frame summary tokens
+`(B, T, D_v)` and the patch grid `(B, T, h, w, D_v)` and returns `(B, num_output_tokens, D_llm)`;
+`num_output_tokens(config, T, h)` is the count the processor expands placeholders to.
 """
 
 import torch
@@ -30,9 +31,9 @@ class AVLlmTemporalSpatialConnector(nn.Module):
     """AV-LLM: T temporal tokens (each frame's [CLS]) then N spatial tokens (patches averaged over time), each set
     through its own linear projector (W_t, W_s). Output order [T][N]."""
 
-    def __init__(self, config):
+    def __init__(self, config, vision_width: int):
         super().__init__()
-        vision_width, llm_width = config.vision_config.hidden_size, config.text_config.hidden_size
+        llm_width = config.text_config.hidden_size
         self.temporal_projector = nn.Linear(vision_width, llm_width)
         self.spatial_projector = nn.Linear(vision_width, llm_width)
 
@@ -50,9 +51,9 @@ class AVLlmPoolConnector(nn.Module):
     """Video-ChatGPT / 001: temporal tokens (each frame averaged over space) then spatial tokens (each patch averaged
     over time), together through one mlp2x-gelu projector. Output order [T][N]."""
 
-    def __init__(self, config):
+    def __init__(self, config, vision_width: int):
         super().__init__()
-        self.projector = AVLlmMlp2xGelu(config.vision_config.hidden_size, config.text_config.hidden_size)
+        self.projector = AVLlmMlp2xGelu(vision_width, config.text_config.hidden_size)
 
     @staticmethod
     def num_output_tokens(config, num_frames: int, grid_size: int) -> int:
@@ -139,9 +140,9 @@ class AVLlmSTCConnector(nn.Module):
     2-layer MLP, on the patch grid. An image (T = 1) is repeated to the temporal kernel, as VideoLLaMA 2 repeats
     images over time."""
 
-    def __init__(self, config):
+    def __init__(self, config, vision_width: int):
         super().__init__()
-        vision_width, llm_width = config.vision_config.hidden_size, config.text_config.hidden_size
+        llm_width = config.text_config.hidden_size
         self.downsample = tuple(config.stc_downsample)
         self.s1 = AVLlmRegStage(config.stc_depth, vision_width, llm_width) if config.stc_depth else nn.Identity()
         stage_width = llm_width if config.stc_depth else vision_width

@@ -1,0 +1,1 @@
+"""The model families of transformers-avllm, laid out as in transformers' `models/`."""
