@@ -41,7 +41,7 @@ def test_stc_connector_matches_reference(reference, padding, output, tokens):
     """`stc_padding` 1 is VideoLLaMA 2's `stc_connector`, 0 its `stc_connector_v35` (VideoLLaMA2.1): same keys, same
     numbers, on 4 frames of a 7 x 7 grid (odd, like SigLIP-so400m-384's 27 x 27)."""
     config = stc_config(reference, padding)
-    connector = AVLlmSTCConnector(config).eval()
+    connector = AVLlmSTCConnector(config, reference["config"]["mm_hidden_size"]).eval()
     connector.load_state_dict(reference["state_dict"], strict=True)
     grid = reference["io"]["input"]
     with torch.no_grad():

@@ -24,7 +24,7 @@ import re
 
 import torch
 
-from ..modeling.beats_avllm import AVLlmBeatsConfig
+from ..models.avllm.beats_avllm import AVLlmBeatsConfig
 
 
 class BeatsConversionError(ValueError):

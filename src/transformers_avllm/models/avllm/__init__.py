@@ -4,6 +4,7 @@ self-contained (docs/architecture.md). This `__init__` is not shipped: it gather
 
 from pathlib import Path
 
+from .beats_avllm import AVLlmBeatsConfig, AVLlmBeatsFeatureExtractor, AVLlmBeatsModel
 from .compat_avllm import AVLlmTransformersVersionError
 from .configuration_avllm import AVLlmConfig
 from .media_avllm import (
@@ -18,6 +19,7 @@ from .media_avllm import (
     MissingStreamError,
     load_audio,
     probe_media,
+    sample_audio_clips,
     split_audio_segments,
 )
 from .modality_avllm import (
@@ -41,7 +43,7 @@ from .modeling_avllm import (
     AVLlmPlaceholderMismatchError,
     AVLlmPreTrainedModel,
 )
-from .processing_avllm import MISSING_AUDIO_POLICIES, AVLlmProcessor, MediaItem
+from .processing_avllm import AUDIO_SAMPLING_MODES, MISSING_AUDIO_POLICIES, AVLlmProcessor, MediaItem
 from .towers_avllm import TOWER_FAMILIES, AudioTowerFamily, TowerFamily, VisionTowerFamily, tower_family
 from .video_avllm import VideoClip, load_video, sample_frame_indices
 
@@ -50,9 +52,13 @@ SHIPPED_FILES = frozenset(path.name for path in Path(__file__).parent.glob("*_av
 
 __all__ = [
     "AUDIO",
+    "AUDIO_SAMPLING_MODES",
     "AUDIO_EXTENSIONS",
     "AUDIO_VISUAL",
     "AUTO_MAP",
+    "AVLlmBeatsConfig",
+    "AVLlmBeatsFeatureExtractor",
+    "AVLlmBeatsModel",
     "AVLlmConfig",
     "AVLlmForConditionalGeneration",
     "AVLlmModel",
@@ -89,6 +95,7 @@ __all__ = [
     "probe_media",
     "row_type",
     "row_type_indices",
+    "sample_audio_clips",
     "sample_frame_indices",
     "split_audio_segments",
     "tower_family",

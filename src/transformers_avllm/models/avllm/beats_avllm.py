@@ -26,6 +26,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs
 
+from .compat_avllm import INSTALLED_TRANSFORMERS  # noqa: F401  (first: checks the installed transformers release)
+
 # Statistics of BEATs' fbank over AudioSet, which its models were trained with (`BEATs.preprocess`).
 BEATS_FBANK_MEAN = 15.41663
 BEATS_FBANK_STD = 6.55582
@@ -473,5 +475,9 @@ class AVLlmBeatsModel(AVLlmBeatsPreTrainedModel):
         hidden_states = self.embeddings(input_features)
         return BaseModelOutput(last_hidden_state=self.encoder(hidden_states, **kwargs))
 
+
+# A processor's `save_pretrained` names this class in the extractor's `auto_map` (and copies this file), so that
+# AutoProcessor / AutoFeatureExtractor load it with `trust_remote_code=True` where this package is not installed.
+AVLlmBeatsFeatureExtractor.register_for_auto_class()
 
 __all__ = ["AVLlmBeatsConfig", "AVLlmBeatsFeatureExtractor", "AVLlmBeatsModel", "AVLlmBeatsPreTrainedModel"]

@@ -124,22 +124,32 @@ class AVLlmModel(AVLlmPreTrainedModel):
             `last_hidden_state`: the tower's patch grid `(num_videos, num_frames, h, w, D_v)`; `pooler_output`: the
             connector's tokens `(num_videos, num_video_tokens, hidden_size)`.
         """
-        self._require_tower(self.vision_tower, "vision")
-        num_videos, num_frames = pixel_values_videos.shape[:2]
-        frames = pixel_values_videos.flatten(0, 1).to(self.vision_tower.dtype)
-        vision = tower_family(self.config.vision_config)
-        summary, patch_grid = vision.frame_features(self.vision_tower, frames, self.config.vision_feature_layer)
-        summary = summary.unflatten(0, (num_videos, num_frames))
-        patch_grid = patch_grid.unflatten(0, (num_videos, num_frames))
+        summary, patch_grid = self._frame_features(pixel_values_videos)
         return BaseModelOutputWithPooling(
             last_hidden_state=patch_grid, pooler_output=self.video_connector(summary, patch_grid)
         )
 
     @can_return_tuple
     def get_image_features(self, pixel_values: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
-        """An image is a 1-frame video. `pixel_values`: `(num_images, 3, H, W)`; `pooler_output`:
-        `(num_images, num_image_tokens, hidden_size)`."""
-        return self.get_video_features(pixel_values.unsqueeze(1))
+        """An image is a clip of `config.frames_per_image` copies of itself (the tower runs once per image).
+        `pixel_values`: `(num_images, 3, H, W)`; `last_hidden_state`: `(num_images, frames_per_image, h, w, D_v)`;
+        `pooler_output`: `(num_images, num_image_tokens, hidden_size)`."""
+        summary, patch_grid = self._frame_features(pixel_values.unsqueeze(1))
+        frames = self.config.frames_per_image
+        summary, patch_grid = summary.expand(-1, frames, -1), patch_grid.expand(-1, frames, -1, -1, -1)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=patch_grid, pooler_output=self.video_connector(summary, patch_grid)
+        )
+
+    def _frame_features(self, pixel_values_videos: torch.FloatTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The vision tower on clips `(num_videos, num_frames, 3, H, W)`: summaries `(num_videos, num_frames, D_v)`
+        and patch grids `(num_videos, num_frames, h, w, D_v)`."""
+        self._require_tower(self.vision_tower, "vision")
+        num_videos, num_frames = pixel_values_videos.shape[:2]
+        frames = pixel_values_videos.flatten(0, 1).to(self.vision_tower.dtype)
+        vision = tower_family(self.config.vision_config)
+        summary, patch_grid = vision.frame_features(self.vision_tower, frames, self.config.vision_feature_layer)
+        return summary.unflatten(0, (num_videos, num_frames)), patch_grid.unflatten(0, (num_videos, num_frames))
 
     @can_return_tuple
     def get_audio_features(self, input_features: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
