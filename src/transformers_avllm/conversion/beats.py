@@ -91,21 +91,32 @@ def beats_config_from_reference(cfg: dict, **overrides) -> AVLlmBeatsConfig:
     return AVLlmBeatsConfig(**{**fields, **overrides})
 
 
+def rename_beats_key(key: str) -> str | None:
+    """`AVLlmBeatsModel`'s key of a reference BEATs key (see the module docstring), or `None` for a key that is
+    dropped: the classifier and the per-layer copies of the shared position bias (`SHARED_POSITION_BIAS`, checked
+    against layer 0's by the callers)."""
+    shared = SHARED_POSITION_BIAS.match(key)
+    if key.startswith("predictor.") or (shared and shared.group(1) != "0"):
+        return None
+    for pattern, replacement in KEY_RENAMES:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def check_shared_position_bias(copies: dict[str, torch.Tensor]) -> None:
+    """Raises `BeatsConversionError` unless every layer's copy of the relative position bias (keys matching
+    `SHARED_POSITION_BIAS`, in any prefix-free naming) equals layer 0's."""
+    first = copies.get("encoder.layers.0.self_attn.relative_attention_bias.weight")
+    for key, value in copies.items():
+        if first is not None and not torch.equal(first, value):
+            raise BeatsConversionError(f"{key} differs from layer 0's; BEATs shares one position embedding")
+
+
 def rename_beats_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Renames a reference BEATs state dict (without any `model.audio_tower.` prefix) to `AVLlmBeatsModel`'s keys (see
     the module docstring); drops the classifier and the per-layer copies of the shared position bias, after checking
     that each copy equals layer 0's."""
-    renamed = {}
-    for key, value in state_dict.items():
-        if key.startswith("predictor."):
-            continue
-        shared = SHARED_POSITION_BIAS.match(key)
-        if shared and shared.group(1) != "0":
-            first = state_dict.get("encoder.layers.0.self_attn.relative_attention_bias.weight")
-            if first is not None and not torch.equal(first, value):
-                raise BeatsConversionError(f"{key} differs from layer 0's; BEATs shares one position embedding")
-            continue
-        for pattern, replacement in KEY_RENAMES:
-            key = re.sub(pattern, replacement, key)
-        renamed[key] = value
+    check_shared_position_bias({key: value for key, value in state_dict.items() if SHARED_POSITION_BIAS.match(key)})
+    renamed = {rename_beats_key(key): value for key, value in state_dict.items()}
+    renamed.pop(None, None)
     return renamed

@@ -43,7 +43,13 @@ from .modeling_avllm import (
     AVLlmPlaceholderMismatchError,
     AVLlmPreTrainedModel,
 )
-from .processing_avllm import AUDIO_SAMPLING_MODES, MISSING_AUDIO_POLICIES, AVLlmProcessor, MediaItem
+from .processing_avllm import (
+    AUDIO_SAMPLING_MODES,
+    MISSING_AUDIO_POLICIES,
+    RENDER_CONTENT_MACRO,
+    AVLlmProcessor,
+    MediaItem,
+)
 from .towers_avllm import TOWER_FAMILIES, AudioTowerFamily, TowerFamily, VisionTowerFamily, tower_family
 from .video_avllm import VideoClip, load_video, sample_frame_indices
 
@@ -79,6 +85,7 @@ __all__ = [
     "MediaTooLargeError",
     "MissingStreamError",
     "PLACEHOLDER_TOKENS",
+    "RENDER_CONTENT_MACRO",
     "ROW_TYPES",
     "SAMPLE_TYPES",
     "SHIPPED_FILES",

@@ -24,13 +24,17 @@ from .media_avllm import (
 from .modality_avllm import AUDIO, AUDIO_VISUAL, MODALITY_TOKENS, PLACEHOLDER_TOKENS, VISUAL, row_type
 from .video_avllm import sample_frames
 
-# Vicuna v1 turns (the AV-LLM LLM), with `{% generation %}` around assistant replies for assistant-only losses.
-DEFAULT_CHAT_TEMPLATE = (
+# The Jinja macro `render(content)` of a message's content: a string as it is, content items in order, text items as
+# their text and each media item as its modality token (`marker`, set by `resolve_conversation`) and a newline.
+RENDER_CONTENT_MACRO = (
     "{%- macro render(content) -%}"
     "{%- if content is string -%}{{ content }}{%- else -%}{%- for item in content -%}"
     "{%- if item['type'] == 'text' -%}{{ item['text'] }}{%- else -%}{{ item['marker'] ~ '\\n' }}{%- endif -%}"
     "{%- endfor -%}{%- endif -%}"
     "{%- endmacro -%}"
+)
+# Vicuna v1 turns (the AV-LLM LLM), with `{% generation %}` around assistant replies for assistant-only losses.
+DEFAULT_CHAT_TEMPLATE = RENDER_CONTENT_MACRO + (
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'system' -%}{{ render(message['content']) ~ ' ' }}"
     "{%- elif message['role'] == 'user' -%}{{ 'USER: ' ~ render(message['content']) ~ ' ' }}"
@@ -537,4 +541,4 @@ def _flatten(media) -> list:
 
 AVLlmProcessor.register_for_auto_class()
 
-__all__ = ["AUDIO_SAMPLING_MODES", "AVLlmProcessor", "MediaItem", "MISSING_AUDIO_POLICIES"]
+__all__ = ["AUDIO_SAMPLING_MODES", "AVLlmProcessor", "MediaItem", "MISSING_AUDIO_POLICIES", "RENDER_CONTENT_MACRO"]
