@@ -234,13 +234,24 @@ def test_video_without_audio_track_is_heard_as_silence(converted, tmp_path):
     assert int((inputs["input_ids"] == processor.audio_token_id).sum()) == AUDIO_TOKENS
 
 
-def test_an_image_is_its_frame_repeated_to_num_frames(model):
-    """VideoLLaMA 2 expands an image to `num_frames` frames before its tower and the STC connector."""
-    image = torch.randn(2, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+def test_an_image_matches_the_reference_which_repeats_it_to_num_frames(model):
+    """VideoLLaMA 2 expands an image to `num_frames` frames before its tower and the STC connector (`frames_per_image`
+    here): an image asked beside a video gives the reference's logits, and its features are those of the video of
+    4 copies of it."""
+    io = load_file(FIXTURES / "image_io.safetensors")
+    config = model.config
+    runs = {-200: [config.image_token_id] * VIDEO_TOKENS, -201: [config.video_token_id] * VIDEO_TOKENS}
+    input_ids = torch.tensor(
+        [sum((runs.get(token, [token]) for token in row), []) for row in io["input_ids"].tolist()]
+    )
     with torch.no_grad():
-        as_image = model.get_image_features(image).pooler_output
-        as_video = model.get_video_features(image.unsqueeze(1).expand(-1, 4, -1, -1, -1)).pooler_output
-    assert as_image.shape == (2, model.config.num_image_tokens, 24) and model.config.num_image_tokens == VIDEO_TOKENS
+        logits = model(
+            input_ids=input_ids, pixel_values=io["image"][None], pixel_values_videos=io["video"][None]
+        ).logits[..., :REFERENCE_VOCAB]
+        as_image = model.get_image_features(io["image"][None]).pooler_output
+        as_video = model.get_video_features(io["image"][None, None].expand(-1, 4, -1, -1, -1)).pooler_output
+    assert config.num_image_tokens == VIDEO_TOKENS and logits.shape == io["logits"].shape
+    torch.testing.assert_close(logits, io["logits"], atol=1e-4, rtol=0)
     torch.testing.assert_close(as_image, as_video)
 
 
