@@ -19,8 +19,8 @@ OPTIONS = {
     "export": ["--eval-report", "--license", "--model", "--output", "--processor", "--repo-id"],
     "push": ["--private", "--repo-id"],
     "convert videollama2": [
-        "--audio-seconds", "--base-model", "--beats-config", "--chat-template", "--checkpoint", "--dtype", "--license",
-        "--output", "--pad-to-square", "--repo-id", "--vision-tower",
+        "--audio-seconds", "--audio-tower", "--base-model", "--beats-config", "--chat-template", "--checkpoint",
+        "--dtype", "--license", "--output", "--pad-to-square", "--repo-id", "--vision-tower",
     ],
     "eval": [
         "--batch-size", "--data", "--dtype", "--grounding", "--judge-api-key-env", "--judge-cache", "--judge-endpoint",

@@ -38,6 +38,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "videollama2_av"
 CHECKPOINT = FIXTURES / "model"
 # The fixture's BEATs is tiny (not VideoLLaMA 2's default tower) and takes 0.5 s clips: 48 fbank frames, 24 tokens.
 TINY_BEATS = ["--beats-config", str(FIXTURES / "beats_config.json"), "--audio-seconds", "0.5"]
+AUDIO_PARTS = ("model.audio_tower.", "model.mm_projector_a.")  # keys of a VideoLLaMA 2 AV checkpoint's audio branch
 REFERENCE_VOCAB = 29  # the reference tokenizer; the converted one adds the 3 modality tokens and 3 placeholders
 VIDEO_TOKENS, AUDIO_TOKENS = 8, 24  # 2 x 2 x 2 STC tokens of 4 frames of 5 x 5 patches; 3 x 8 BEATs patches
 # The fixture's samples (audio-visual, video only, audio only), as make_videollama2_av.py asks them.
@@ -301,11 +302,14 @@ def test_folder_loads_with_remote_code_in_a_clean_process(converted, model, tmp_
 
 
 def checkpoint_copy(folder: Path, state_dict: dict, config_changes: dict | None = None) -> Path:
-    """The fixture checkpoint's config, tokenizer and vision tower folder in `folder`, without weights."""
+    """The fixture checkpoint's config (with `config_changes`; `None` removes an entry), tokenizer and vision tower
+    folder in `folder`, with `state_dict` as its weights."""
     shutil.copytree(CHECKPOINT, folder, ignore=shutil.ignore_patterns("model.safetensors"))
     if config_changes:
-        config = json.loads((folder / "config.json").read_text())
-        (folder / "config.json").write_text(json.dumps({**config, **config_changes}))
+        config = {**json.loads((folder / "config.json").read_text()), **config_changes}
+        (folder / "config.json").write_text(
+            json.dumps({key: value for key, value in config.items() if value is not None})
+        )
     save_file(state_dict, folder / "model.safetensors")
     return folder
 
@@ -371,6 +375,35 @@ def test_sharded_checkpoints_are_converted_shard_by_shard(converted, tmp_path, m
     ours, expected = load_file(out / "model.safetensors"), load_file(converted / "model.safetensors")
     assert ours.keys() == expected.keys()
     assert all(torch.equal(ours[key], expected[key]) for key in expected)
+
+
+def test_beats_is_added_to_a_video_only_checkpoint(converted, tmp_path):
+    """VideoLLaMA 2's A1 starting point: a video-only checkpoint (here the fixture without its audio parts) plus a
+    Microsoft-format BEATs checkpoint (`{"cfg", "model"}`) gives a model whose audio tower is that BEATs, with its
+    config, and whose audio projector is new; the rest is the checkpoint's. Without it, a video-only model."""
+    state_dict = load_file(CHECKPOINT / "model.safetensors")
+    video_only = {key: value for key, value in state_dict.items() if not key.startswith(AUDIO_PARTS)}
+    audio_settings = ("mm_audio_tower", "mm_hidden_size_a", "hidden_size_a", "mm_projector_a_type")
+    folder = checkpoint_copy(tmp_path / "checkpoint", video_only, dict.fromkeys(audio_settings))
+    beats = tmp_path / "BEATs_tiny.pt"
+    reference_beats = {"cfg": json.loads((FIXTURES / "beats_config.json").read_text())}
+    torch.save({**reference_beats, "model": load_file(FIXTURES / "beats.safetensors")}, beats)
+
+    plain = AVLlmForConditionalGeneration.from_pretrained(convert_videollama2(folder, tmp_path / "video-only"))
+    assert plain.config.audio_config is None and plain.model.audio_tower is None
+    out = convert_videollama2(folder, tmp_path / "with-beats", audio_tower=beats, audio_seconds=0.5)
+    model = AVLlmForConditionalGeneration.from_pretrained(out).eval()
+    full = AVLlmForConditionalGeneration.from_pretrained(converted)
+    assert model.config.audio_config.to_dict() == full.config.audio_config.to_dict()
+    for name in ("audio_tower", "video_connector", "language_model", "vision_tower"):
+        theirs = getattr(full.model, name).state_dict()
+        assert all(torch.equal(value, theirs[key]) for key, value in getattr(model.model, name).state_dict().items())
+    assert not torch.equal(
+        model.model.audio_projector.projector.linear_1.weight, full.model.audio_projector.projector.linear_1.weight
+    )
+    assert "BEATs was added from `BEATs_tiny.pt`" in (out / "README.md").read_text()
+    with pytest.raises(VideoLLaMA2ConversionError, match="has an audio tower already"):
+        convert_videollama2(CHECKPOINT, tmp_path / "again", audio_tower=beats)
 
 
 def test_unknown_missing_and_misshapen_keys_are_named(tmp_path):

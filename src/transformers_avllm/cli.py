@@ -132,6 +132,9 @@ def add_convert_parser(commands) -> None:
     videollama2.add_argument("--output", required=True, help="AVLlm folder to write (new or empty)")
     videollama2.add_argument("--vision-tower", help="folder or hub id of the vision tower (default: mm_vision_tower)")
     videollama2.add_argument("--beats-config", help="JSON of the BEATs config, for a tower other than VideoLLaMA 2's")
+    videollama2.add_argument(
+        "--audio-tower", help="Microsoft BEATs .pt to add to a video-only checkpoint (VideoLLaMA 2's A1 start)"
+    )
     videollama2.add_argument("--audio-seconds", type=float, default=30.0, help="audio window (VideoLLaMA 2: 30)")
     videollama2.add_argument("--dtype", help="dtype of the weights (default: the checkpoint's torch_dtype)")
     videollama2.add_argument("--chat-template", help="Jinja file replacing the LLM family's built-in template")
@@ -154,6 +157,7 @@ def _convert_videollama2(args):
         args.output,
         vision_tower=args.vision_tower,
         beats_config=args.beats_config,
+        audio_tower=args.audio_tower,
         audio_seconds=args.audio_seconds,
         dtype=args.dtype,
         chat_template=Path(args.chat_template).read_text() if args.chat_template else None,

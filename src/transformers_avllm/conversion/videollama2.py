@@ -47,7 +47,13 @@ from ..models.avllm import (
     AVLlmProcessor,
     tower_family,
 )
-from .beats import SHARED_POSITION_BIAS, beats_config_from_reference, check_shared_position_bias, rename_beats_key
+from .beats import (
+    SHARED_POSITION_BIAS,
+    beats_config_from_reference,
+    check_shared_position_bias,
+    rename_beats_key,
+    rename_beats_state_dict,
+)
 
 # The reference code the conversion follows (and the fixture of tests/test_videollama2.py was recorded with).
 REFERENCE = "https://github.com/DAMO-NLP-SG/VideoLLaMA2/tree/8cedfbda23e779246112cb963416b95415448a91"
@@ -131,6 +137,8 @@ KEY_PREFIXES = [
     (r"^model\.(?!vision_tower\.|audio_tower\.|mm_projector)", "model.language_model."),
 ]
 AUDIO_TOWER_PREFIX = "model.audio_tower."
+AUDIO_PROJECTOR_PREFIX = "model.audio_projector."
+ADDED_AUDIO_PROJECTOR = "mlp2x_gelu"  # the audio projector of every VideoLLaMA 2 AV script
 # Buffers that older transformers releases saved and that are recomputed now.
 RECOMPUTED_BUFFERS = re.compile(r"(rotary_emb\.inv_freq|position_ids)$")
 LISTED_KEYS = 50  # keys an error names at most per kind
@@ -216,7 +224,7 @@ def avllm_config_from_reference(
     num_frames = reference.get("num_frames") or DEFAULT_NUM_FRAMES
     audio = {}
     if beats_config is not None:
-        if reference.get("mm_hidden_size_a", beats_config.hidden_size) != beats_config.hidden_size:
+        if (reference.get("mm_hidden_size_a") or beats_config.hidden_size) != beats_config.hidden_size:
             raise VideoLLaMA2ConversionError(
                 f"config.json's mm_hidden_size_a ({reference['mm_hidden_size_a']}) is not the BEATs width "
                 f"({beats_config.hidden_size}); pass the tower's BEATs config (beats_config=)"
@@ -314,11 +322,23 @@ def expected_shapes(config: AVLlmConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def plan_weights(shards: list[Path], expected: dict[str, tuple[int, ...]]) -> bool:
-    """Checks every key of the checkpoint against the AVLlm model before anything is written: raises
-    `VideoLLaMA2ConversionError` naming the unknown keys, the missing ones and those of another shape. Returns
-    whether the vision tower's weights must come from its own checkpoint (the checkpoint holds none of them)."""
+def plan_weights(
+    shards: list[Path],
+    expected: dict[str, tuple[int, ...]],
+    supplied: dict[str, tuple[int, ...]] | None = None,
+    fresh: tuple[str, ...] = (),
+) -> bool:
+    """Checks every key of the checkpoint (and the `supplied` key -> shape of weights from elsewhere) against the AVLlm
+    model before anything is written: raises `VideoLLaMA2ConversionError` naming the unknown keys, the missing ones
+    (but those under the `fresh` prefixes, newly initialised) and those of another shape. Returns whether the vision
+    tower's weights must come from its own checkpoint (the checkpoint holds none of them)."""
     unknown, mismatched, produced = [], [], set()
+    for key, shape in (supplied or {}).items():
+        if key not in expected:
+            unknown.append(key)
+        elif shape != expected[key]:
+            mismatched.append(f"{key} {shape} -> {expected[key]}")
+        produced.add(key)
     for path in shards:
         with open_shard(path) as shard:
             for key in shard.keys():
@@ -337,6 +357,7 @@ def plan_weights(shards: list[Path], expected: dict[str, tuple[int, ...]]) -> bo
     vision_keys = {key for key in expected if key.startswith("model.vision_tower.")}
     vision_from_tower = not (produced & vision_keys)
     missing = set(expected) - produced - (vision_keys if vision_from_tower else set())
+    missing = {key for key in missing if not key.startswith(fresh)}
     kinds = {"unknown keys": unknown, "missing keys": missing, "keys of another shape": mismatched}
     problems = [f"{len(items)} {kind}: {_listed(items)}" for kind, items in kinds.items() if items]
     if problems:
@@ -345,12 +366,12 @@ def plan_weights(shards: list[Path], expected: dict[str, tuple[int, ...]]) -> bo
 
 
 def write_converted_shards(
-    shards: list[Path], folder: Path, keys: set[str], dtype: torch.dtype, vision_tower: torch.nn.Module | None = None
+    shards: list[Path], folder: Path, keys: set[str], dtype: torch.dtype, extra_shards: tuple[dict, ...] = ()
 ) -> None:
     """Writes the checkpoint's weights that AVLlm loads (`keys`, in its names) to `folder` as safetensors in `dtype`,
-    one output shard per source shard (plus one of the `vision_tower` module's weights when given), with an index.
-    Only one shard is in memory at a time."""
-    total = len(shards) + (vision_tower is not None)
+    one output shard per source shard, then one per dict of `extra_shards` (weights from elsewhere, in AVLlm's
+    names), with an index. Only one source shard is in memory at a time."""
+    total = len(shards) + len(extra_shards)
     names = [f"model-{index:05d}-of-{total:05d}.safetensors" for index in range(1, total + 1)]
     weight_map, bias_copies, total_size = {}, {}, 0
     for path, name in zip(shards, names, strict=False):
@@ -366,9 +387,8 @@ def write_converted_shards(
         total_size += _save_shard(converted, folder / name, weight_map)
         del converted
     check_shared_position_bias(bias_copies)
-    if vision_tower is not None:
-        tower = {f"model.vision_tower.{key}": value.to(dtype) for key, value in vision_tower.state_dict().items()}
-        total_size += _save_shard(tower, folder / names[-1], weight_map)
+    for weights, name in zip(extra_shards, names[len(shards) :], strict=True):
+        total_size += _save_shard({key: value.to(dtype) for key, value in weights.items()}, folder / name, weight_map)
     index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
@@ -379,6 +399,17 @@ def _save_shard(tensors: dict[str, torch.Tensor], path: Path, weight_map: dict[s
     save_file(tensors, path, metadata={"format": "pt"})
     weight_map.update(dict.fromkeys(tensors, path.name))
     return sum(value.numel() * value.element_size() for value in tensors.values())
+
+
+def load_beats_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Microsoft's BEATs checkpoint (`{"cfg": ..., "model": state_dict}`, what VideoLLaMA 2's A1 stage starts from),
+    read with `torch.load(weights_only=True)`: its reference config and its state dict in AVLlm's names (under
+    `model.audio_tower.`)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or not {"cfg", "model"} <= set(checkpoint):
+        raise VideoLLaMA2ConversionError(f"{path}: not a BEATs checkpoint (a dict with 'cfg' and 'model')")
+    renamed = rename_beats_state_dict(checkpoint["model"])
+    return checkpoint["cfg"], {AUDIO_TOWER_PREFIX + key: value for key, value in renamed.items()}
 
 
 def add_media_tokens(tokenizer) -> None:
@@ -405,6 +436,7 @@ def convert_videollama2(
     *,
     vision_tower: str | None = None,
     beats_config: str | Path | dict | None = None,
+    audio_tower: str | Path | None = None,
     audio_seconds: float = 30.0,
     dtype: str | torch.dtype | None = None,
     chat_template: str | None = None,
@@ -422,6 +454,9 @@ def convert_videollama2(
         beats_config: BEATs' reference config (a dict, or a JSON file of `BEATsConfig` fields such as a Microsoft
             checkpoint's `cfg`) when the audio tower is not VideoLLaMA 2's default BEATs (which it rebuilds with
             `BEATsConfig()`).
+        audio_tower: a Microsoft BEATs checkpoint (`.pt` of `{"cfg", "model"}`) to add to a video-only checkpoint,
+            with a new `mlp2x_gelu` audio projector: the starting point of VideoLLaMA 2's A1 stage
+            (VideoLLaMA2.1-7B-16F + `BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt`).
         audio_seconds: length of the audio window (VideoLLaMA 2: 30 s = 2998 fbank frames = 1496 audio tokens).
         dtype: dtype of the converted weights (default: config.json's `torch_dtype`).
         chat_template: a Jinja chat template over content items; default: the LLM family's (Qwen2's ChatML, Llama 2
@@ -449,6 +484,15 @@ def convert_videollama2(
         tokenizer.pad_token = tokenizer.eos_token
     add_media_tokens(tokenizer)
     vision_source = resolve_vision_tower(checkpoint, reference, vision_tower)
+    added_audio = {}
+    if audio_tower is not None:
+        if reference.get("mm_audio_tower") or beats_config is not None:
+            raise VideoLLaMA2ConversionError(
+                f"{checkpoint}: audio_tower adds BEATs to a video-only checkpoint (with its own config); this one has "
+                "an audio tower already, or beats_config was given too"
+            )
+        beats_config, added_audio = load_beats_checkpoint(audio_tower)
+        reference = {**reference, "mm_audio_tower": str(audio_tower), "mm_projector_a_type": ADDED_AUDIO_PROJECTOR}
     beats = None
     if reference.get("mm_audio_tower"):
         if isinstance(beats_config, str | Path):
@@ -456,19 +500,24 @@ def convert_videollama2(
         beats = beats_config_from_reference(beats_config or {}, max_length=beats_frames(audio_seconds))
     config = avllm_config_from_reference(reference, text_config, vision_config_from(vision_source), beats, tokenizer)
     expected = expected_shapes(config)
-    vision_from_tower = plan_weights(shards, expected)
+    supplied = {key: tuple(value.shape) for key, value in added_audio.items()}
+    fresh = (AUDIO_PROJECTOR_PREFIX,) if added_audio else ()
+    vision_from_tower = plan_weights(shards, expected, supplied, fresh)
     if output.exists() and any(output.iterdir()):
         raise VideoLLaMA2ConversionError(f"{output} exists and is not empty; choose a new output folder")
 
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}-") as staging:
         staging = Path(staging)
-        tower = load_tower(vision_source) if vision_from_tower else None
-        write_converted_shards(shards, staging, set(expected), dtype, vision_tower=tower)
-        del tower
+        extra_shards = (added_audio,) if added_audio else ()
+        if vision_from_tower:
+            tower = load_tower(vision_source).state_dict()
+            extra_shards += ({f"model.vision_tower.{key}": value for key, value in tower.items()},)
+        write_converted_shards(shards, staging, set(expected), dtype, extra_shards)
+        del extra_shards, added_audio
         config.save_pretrained(staging)
         model, info = AVLlmForConditionalGeneration.from_pretrained(staging, dtype=dtype, output_loading_info=True)
-        if info["missing_keys"] or info["unexpected_keys"]:
+        if any(not key.startswith(fresh) for key in info["missing_keys"]) or info["unexpected_keys"]:
             raise VideoLLaMA2ConversionError(f"converted weights do not load: {info}")
         if len(tokenizer) > model.config.text_config.vocab_size:
             grow_vocabulary(model, len(tokenizer))
@@ -492,7 +541,7 @@ def convert_videollama2(
             base_models=[base_model] if base_model else [],
             license=license,
         )
-    _add_conversion_note(output, checkpoint, base_model, reference)
+    _add_conversion_note(output, checkpoint, base_model, reference, audio_tower)
     return output
 
 
@@ -503,13 +552,21 @@ def _feature_extractor(config: AVLlmConfig):
     return family.processor_class(**family.processor_settings(config.audio_config))
 
 
-def _add_conversion_note(output: Path, checkpoint: Path, base_model: str | None, reference: dict) -> None:
+def _add_conversion_note(
+    output: Path, checkpoint: Path, base_model: str | None, reference: dict, audio_tower: str | Path | None
+) -> None:
     card = ModelCard.load(output / "README.md")
     source = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"`{checkpoint.name}`"
+    added = (
+        f" BEATs was added from `{Path(audio_tower).name}` with a new, untrained `{ADDED_AUDIO_PROJECTOR}` audio "
+        "projector (VideoLLaMA 2's A1 starting point)."
+        if audio_tower
+        else ""
+    )
     card.text += (
         "\n\n## Converted from VideoLLaMA 2\n\n"
         f"Converted with `avllm convert videollama2` from {source} (`{reference['model_type']}`, "
-        f"`{reference['mm_projector_type']}`), following the reference implementation at {REFERENCE}. The "
+        f"`{reference['mm_projector_type']}`), following the reference implementation at {REFERENCE}.{added} The "
         "converter is checked against that code on a tiny random model (fp32 logits within 1e-4); these weights "
         "were not compared with it. See docs/models.md of transformers-avllm.\n"
     )
