@@ -157,3 +157,28 @@ def test_random_init_is_finite_and_weight_norm_starts_at_its_direction():
     torch.testing.assert_close(conv.weight, conv.parametrizations.weight.original1)
     with torch.no_grad():
         assert torch.isfinite(model(torch.randn(2, 48, 128)).last_hidden_state).all()
+
+
+def test_beats_config_and_extractor_round_trip_through_the_auto_classes(tmp_path):
+    """`AVLlmConfig(audio_config=AVLlmBeatsConfig(...))` saves and reloads (the registry registers `avllm_beats` with
+    AutoConfig); a processor holding the BEATs extractor names it in `auto_map` and reloads it through AutoProcessor
+    and AutoFeatureExtractor. (Without the package, through remote code: the clean process of test_videollama2.py.)"""
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProcessor
+
+    from transformers_avllm import AVLlmForConditionalGeneration
+    from transformers_avllm.tiny import build_processor, build_tokenizer, tiny_audio_config, tiny_config
+
+    config = tiny_config(audio=tiny_audio_config("beats"), num_audio_segments=1, audio_tokens_per_segment=24)
+    AVLlmForConditionalGeneration(config).save_pretrained(tmp_path)
+    build_processor(config, build_tokenizer(["what ?"])).save_pretrained(tmp_path)
+    reloaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(reloaded.audio_config, AVLlmBeatsConfig)
+    assert reloaded.audio_config.to_dict() == config.audio_config.to_dict()
+    saved = json.loads((tmp_path / "processor_config.json").read_text())["feature_extractor"]
+    assert saved["auto_map"]["AutoFeatureExtractor"] == "beats_avllm.AVLlmBeatsFeatureExtractor"
+    for extractor in (
+        AutoProcessor.from_pretrained(tmp_path).feature_extractor,
+        AutoFeatureExtractor.from_pretrained(tmp_path),
+    ):
+        assert type(extractor) is AVLlmBeatsFeatureExtractor and extractor.max_length == 48
+    assert isinstance(AutoModel.from_pretrained(tmp_path).audio_tower, AVLlmBeatsModel)

@@ -479,7 +479,9 @@ def convert_videollama2(
     shards = checkpoint_shards(checkpoint)
 
     text_config = text_config_from_reference(reference)
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint, config=text_config)
+    # (without `config=`: transformers 5.23 would then pick the tokenizer class of the LLM's model type over the one
+    # tokenizer_config.json names; it warns that config.json's model type is unknown to it, which is expected)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     add_media_tokens(tokenizer)
