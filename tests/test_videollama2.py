@@ -435,6 +435,11 @@ def test_checkpoints_of_other_layouts_are_refused(tmp_path):
             convert_videollama2(folder, tmp_path / "out", beats_config=FIXTURES / "beats_config.json")
     with pytest.raises(VideoLLaMA2ConversionError, match="mm_hidden_size_a .8. is not the BEATs width .768."):
         convert_videollama2(CHECKPOINT, tmp_path / "out")  # the default (released) BEATs is not the fixture's
+    pickled = checkpoint_copy(tmp_path / "pickled", {})
+    (pickled / "model.safetensors").unlink()
+    torch.save({"model.norm.weight": torch.ones(24), "code": Path("runs-on-load")}, pickled / "pytorch_model.bin")
+    with pytest.raises(VideoLLaMA2ConversionError, match="pytorch_model.bin: holds more than tensors"):
+        convert_videollama2(pickled, tmp_path / "out", beats_config=FIXTURES / "beats_config.json")
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("")
     with pytest.raises(VideoLLaMA2ConversionError, match="exists and is not empty"):

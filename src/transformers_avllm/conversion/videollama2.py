@@ -24,6 +24,7 @@ Key mapping, reference -> AVLlm:
 
 import contextlib
 import json
+import pickle
 import re
 import tempfile
 from pathlib import Path
@@ -285,13 +286,22 @@ def open_shard(path: Path):
             yield _SafetensorsShard(handle)
         return
     try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state_dict = _load_weights_only(path, mmap=True)
     except RuntimeError as err:  # files of torch's legacy (pre-1.6) format cannot be memory-mapped
         if "mmap" not in str(err):
             raise
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        state_dict = _load_weights_only(path)
     yield state_dict
     del state_dict
+
+
+def _load_weights_only(path: Path, mmap: bool = False):
+    """`torch.load(weights_only=True)`: tensors and plain containers only, no pickled code run."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        message = f"{path}: holds more than tensors (torch.load(weights_only=True) refused it)"
+        raise VideoLLaMA2ConversionError(message) from err
 
 
 class _SafetensorsShard:
@@ -405,7 +415,7 @@ def load_beats_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tenso
     """Microsoft's BEATs checkpoint (`{"cfg": ..., "model": state_dict}`, what VideoLLaMA 2's A1 stage starts from),
     read with `torch.load(weights_only=True)`: its reference config and its state dict in AVLlm's names (under
     `model.audio_tower.`)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = _load_weights_only(Path(path))
     if not isinstance(checkpoint, dict) or not {"cfg", "model"} <= set(checkpoint):
         raise VideoLLaMA2ConversionError(f"{path}: not a BEATs checkpoint (a dict with 'cfg' and 'model')")
     renamed = rename_beats_state_dict(checkpoint["model"])
@@ -475,7 +485,9 @@ def convert_videollama2(
             "over content items, see processing_avllm.RENDER_CONTENT_MACRO)"
         )
     dtype = dtype or reference.get("torch_dtype") or torch.float32
-    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if not isinstance(dtype, torch.dtype):
+        raise VideoLLaMA2ConversionError(f"dtype must name a torch dtype (bfloat16, float16, float32), got {dtype!r}")
     shards = checkpoint_shards(checkpoint)
 
     text_config = text_config_from_reference(reference)
