@@ -182,3 +182,24 @@ def test_beats_config_and_extractor_round_trip_through_the_auto_classes(tmp_path
     ):
         assert type(extractor) is AVLlmBeatsFeatureExtractor and extractor.max_length == 48
     assert isinstance(AutoModel.from_pretrained(tmp_path).audio_tower, AVLlmBeatsModel)
+
+
+def test_layerdrop_skips_layers_in_training_but_not_under_zero3(reference, monkeypatch):
+    """With layerdrop 1 every layer is skipped in training; under DeepSpeed ZeRO-3 (or FSDP) every process must run
+    every layer, so none is (as in transformers' wav2vec2)."""
+    import transformers_avllm.models.avllm.beats_avllm as beats_module
+
+    config = beats_config_from_reference(reference["cfg"], layerdrop=1.0)
+    model = AVLlmBeatsModel(config)
+    model.load_state_dict(rename_beats_state_dict(reference["state_dict"]))
+    fbank = torch.randn(1, 64, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        evaluated = model.eval()(fbank).last_hidden_state
+        skipped = model.train()(fbank).last_hidden_state
+        monkeypatch.setattr(beats_module, "is_deepspeed_zero3_enabled", lambda: True)
+        synced = model(fbank).last_hidden_state
+    embedded = model.encoder.layer_norm(
+        model.embeddings(fbank) + model.encoder.pos_conv_embed(model.embeddings(fbank))
+    )
+    torch.testing.assert_close(skipped, embedded)
+    torch.testing.assert_close(synced, evaluated)

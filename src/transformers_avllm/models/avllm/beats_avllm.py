@@ -20,6 +20,8 @@ from transformers import ASTFeatureExtractor, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+from transformers.integrations.fsdp import is_fsdp_managed_module
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -146,7 +148,8 @@ class AVLlmBeatsConfig(PreTrainedConfig):
             Dropout after the attention and feed-forward blocks and the positional embedding; on attention weights;
             after the feed-forward activation; on the projected patch embeddings.
         layerdrop (`float`, defaults to 0.05):
-            Probability of skipping a layer in training.
+            Probability of skipping a layer in training (not under DeepSpeed ZeRO-3 or FSDP, whose processes must run
+            the same layers).
         layer_wise_gradient_decay_ratio (`float`, defaults to 0.6):
             Each layer multiplies the gradient flowing to the layers below it by this ratio (the forward pass is
             unchanged).
@@ -409,10 +412,13 @@ class AVLlmBeatsEncoder(nn.Module):
         hidden_states = self.dropout(self.layer_norm(hidden_states + self.pos_conv_embed(hidden_states)))
         position_bias = self.relative_position_bias(hidden_states.shape[1])
         decay = self.config.layer_wise_gradient_decay_ratio
+        # Under DeepSpeed ZeRO-3 or FSDP all processes gather each layer's parameters together, so every process runs
+        # every layer: no layerdrop there (as in transformers' wav2vec2).
+        layerdrop = 0.0 if is_deepspeed_zero3_enabled() or is_fsdp_managed_module(self) else self.config.layerdrop
         for layer in self.layers:
             if decay != 1.0 and torch.is_grad_enabled():
                 hidden_states = _ScaleGradient.apply(hidden_states, decay)
-            if self.training and torch.rand([]) < self.config.layerdrop:
+            if self.training and layerdrop > 0 and torch.rand([]) < layerdrop:
                 continue
             hidden_states = layer(hidden_states, position_bias, **kwargs)
         return hidden_states
