@@ -478,8 +478,10 @@ def test_avllm_train_runs_on_a_converted_folder(converted, tmp_path):
     rows = []
     for index in range(2):
         write_video(tmp_path / "media" / f"clip{index}.mp4", seconds=1, fps=8, audio=("aac", 300.0 + 200 * index))
-        turns = [{"from": "human", "value": "<video>\nWhat makes the sound ?"}, {"from": "gpt", "value": "A dog ."}]
-        rows.append({"id": f"clip{index}", "video": f"clip{index}.mp4", "conversations": turns})
+        video = {"type": "video", "path": f"clip{index}.mp4", "use_audio": True}
+        question = {"role": "user", "content": [video, {"type": "text", "text": "What makes the sound ?"}]}
+        answer = {"role": "assistant", "content": [{"type": "text", "text": "A dog ."}]}
+        rows.append({"id": f"clip{index}", "messages": [question, answer]})
     (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
     recipe = {
         "stage": "audio-finetune",
