@@ -16,7 +16,7 @@ OPTIONS = {
         "--stage2-steps", "--workers",
     ],
     "data synth": ["--num-test", "--num-train", "--output-dir", "--seed"],
-    "export": ["--eval-report", "--license", "--model", "--output", "--processor", "--repo-id"],
+    "export": ["--eval-report", "--license", "--model", "--output", "--processor", "--repo-id", "--space"],
     "push": ["--private", "--repo-id"],
     "convert videollama2": [
         "--audio-seconds", "--audio-tower", "--base-model", "--beats-config", "--chat-template", "--checkpoint",
@@ -33,6 +33,8 @@ OPTIONS = {
         "--num-samples", "--out", "--private", "--push-to-hub", "--requests-per-minute", "--seed", "--temperature",
         "--templates", "--videos", "--workers",
     ],
+    "chat": ["--audio", "--device", "--dtype", "--image", "--max-new-tokens", "--mute", "--prompt", "--video"],
+    "web": ["--device", "--dtype", "--host", "--max-new-tokens", "--port", "--share"],
 }  # fmt: skip
 
 
@@ -45,7 +47,7 @@ def help_text(argv: list[str], capsys) -> str:
 
 def test_every_command_is_listed(capsys):
     usage = help_text([], capsys)
-    assert "{quickstart,demo,data,export,push,convert,eval,curate,train}" in usage
+    assert "{quickstart,demo,data,export,push,convert,eval,curate,chat,web,train}" in usage
 
 
 @pytest.mark.parametrize("command", sorted(OPTIONS))

@@ -3,6 +3,9 @@
 
 import argparse
 
+from .chat import add_parser as add_chat_parser
+from .web import add_parser as add_web_parser
+
 
 def add_quickstart_parser(commands) -> None:
     """`avllm quickstart`: a tiny AV-LLM built offline, asked about a generated clip."""
@@ -80,6 +83,7 @@ def add_export_parser(commands) -> None:
         metavar="REPORT",
         help="avllm eval reports (*.report.json) for the card's model-index",
     )
+    export.add_argument("--space", action="store_true", help="also a Gradio Space: app.py (avllm web), requirements")
     export.set_defaults(run=_export)
 
 
@@ -102,6 +106,7 @@ def _export(args):
         repo_id=args.repo_id,
         license=args.license,
         eval_results=report_to_eval_results(reports) if reports else None,
+        space=args.space,
     )
     print(f"exported to {folder}")
 
@@ -349,6 +354,8 @@ def main(argv: list[str] | None = None) -> None:
     add_convert_parser(commands)
     add_eval_parser(commands)
     add_curate_parser(commands)
+    add_chat_parser(commands)
+    add_web_parser(commands)
     add_train_parser(commands)
 
     args, extra = parser.parse_known_args(argv)
