@@ -25,10 +25,11 @@ OPTIONS = {
     "eval": [
         "--batch-size", "--data", "--dtype", "--grounding", "--judge-api-key-env", "--judge-cache", "--judge-endpoint",
         "--judge-local", "--judge-model", "--limit", "--max-new-tokens", "--media-root", "--model", "--output",
-        "--print-json", "--seed", "--task",
+        "--print-json", "--seed", "--subset", "--task",
     ],
     "curate": [
-        "--api-key-env", "--asr", "--audio-labels", "--audio-tagger", "--caption-prompt", "--captioner", "--device",
+        "--api-key-env", "--asr", "--audio-caption-prompt", "--audio-captioner", "--audio-labels", "--audio-tagger",
+        "--caption-prompt", "--captioner", "--device",
         "--llm", "--llm-endpoint", "--llm-model", "--max-tokens", "--mix", "--num-audio-segments", "--num-frames",
         "--num-samples", "--out", "--private", "--push-to-hub", "--requests-per-minute", "--seed", "--temperature",
         "--templates", "--videos", "--workers",

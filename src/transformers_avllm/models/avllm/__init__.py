@@ -38,6 +38,7 @@ from .modality_avllm import (
 )
 from .modeling_avllm import (
     AUTO_MAP,
+    AVLlmAudioFeaturesOutput,
     AVLlmForConditionalGeneration,
     AVLlmModel,
     AVLlmPlaceholderMismatchError,
@@ -62,6 +63,7 @@ __all__ = [
     "AUDIO_EXTENSIONS",
     "AUDIO_VISUAL",
     "AUTO_MAP",
+    "AVLlmAudioFeaturesOutput",
     "AVLlmBeatsConfig",
     "AVLlmBeatsFeatureExtractor",
     "AVLlmBeatsModel",

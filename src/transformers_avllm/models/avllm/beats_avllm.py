@@ -27,6 +27,8 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
 
 from .compat_avllm import INSTALLED_TRANSFORMERS  # noqa: F401  (first: checks the installed transformers release)
 
@@ -433,6 +435,7 @@ class AVLlmBeatsPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["AVLlmBeatsEncoderLayer"]
     _supports_sdpa = True
     _supports_flash_attn = False  # an arbitrary per-query bias does not fit flash attention
+    _can_record_outputs = {"hidden_states": AVLlmBeatsEncoderLayer, "attentions": AVLlmBeatsAttention}
 
     def _init_weights(self, module):
         """BEATs' initialisation: DeepNorm's scaled Xavier projections, the positional convolution with
@@ -468,6 +471,8 @@ class AVLlmBeatsModel(AVLlmBeatsPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embedding
 
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(self, input_features: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BaseModelOutput:
         r"""
         input_features (`torch.Tensor` of shape `(batch_size, num_frames, num_mel_bins)`):
@@ -476,7 +481,7 @@ class AVLlmBeatsModel(AVLlmBeatsPreTrainedModel):
 
         Returns:
             `BaseModelOutput` whose `last_hidden_state` is `(batch_size, num_frames // p * num_mel_bins // p,
-            hidden_size)`, time-major.
+            hidden_size)`, time-major; `hidden_states` (each layer's output) and `attentions` when asked for.
         """
         hidden_states = self.embeddings(input_features)
         return BaseModelOutput(last_hidden_state=self.encoder(hidden_states, **kwargs))

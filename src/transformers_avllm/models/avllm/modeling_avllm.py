@@ -38,6 +38,24 @@ class AVLlmModelOutputWithPast(MultimodalBaseModelOutputWithPast):
 
 
 @dataclass
+class AVLlmAudioFeaturesOutput(BaseModelOutputWithPooling):
+    r"""
+    What `get_audio_features` returns for `num_audios` clips of K segments each.
+
+    last_hidden_state (`(num_audios, K * L', D_a)`): the audio tower's time sequence of each clip (its segments'
+        sequences one after the other).
+    pooler_output (`(num_audios, K * audio_tokens_per_segment, hidden_size)`): the projected tokens that fill the
+        clip's audio placeholders, in segment order.
+    hidden_states / attentions (*optional*, when asked for): the tower's, one row per segment (`(num_audios * K, ...)`,
+        clip by clip), as the tower runs on each segment alone.
+    segment_hidden_states (`(num_audios * K, L', D_a)`): the time sequence of each segment, one row per segment (the
+        rows of `hidden_states` and `attentions`).
+    """
+
+    segment_hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
 class AVLlmCausalLMOutputWithPast(MultimodalCausalLMOutputWithPast):
     r"""
     loss (`torch.FloatTensor` of shape `(1,)`, *optional*): language-modelling loss when `labels` are given.
@@ -55,6 +73,19 @@ class AVLlmPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    def initialize_weights(self):
+        """Initialises the weights not initialised yet (all of them at build; the keys a checkpoint lacks at load),
+        each sub-model (tower, language model) first, by its own rules, as inside transformers' own composite models.
+
+        transformers treats a model class defined outside its package as custom code and skips, for it, the init of
+        modules without parameters of their own. Applied from this class down, that rule would reach the towers,
+        transformers' own classes, and skip e.g. CLIP's attention / MLP init and Whisper's sinusoidal position table
+        for the keys a checkpoint lacks."""
+        for module in self.modules():
+            if module is not self and isinstance(module, PreTrainedModel):
+                module.initialize_weights()
+        super().initialize_weights()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves like transformers does, which copies the code files next to the weights (the class is registered
@@ -116,57 +147,77 @@ class AVLlmModel(AVLlmPreTrainedModel):
             raise ValueError(f"This AVLlm model has no {modality} tower, but {modality} inputs were given")
 
     @can_return_tuple
-    def get_video_features(self, pixel_values_videos: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+    def get_video_features(
+        self, pixel_values_videos: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
         """
         Args:
             pixel_values_videos: `(num_videos, num_frames, 3, H, W)`.
+            kwargs: go to the vision tower (`output_hidden_states`, `output_attentions`, ...).
         Returns:
-            `last_hidden_state`: the tower's patch grid `(num_videos, num_frames, h, w, D_v)`; `pooler_output`: the
-            connector's tokens `(num_videos, num_video_tokens, hidden_size)`.
+            `last_hidden_state`: the patch grid of hidden-state layer `vision_feature_layer`
+            `(num_videos, num_frames, h, w, D_v)`; `pooler_output`: the connector's tokens
+            `(num_videos, num_video_tokens, hidden_size)`; `hidden_states` / `attentions` when asked for: the tower's,
+            one row per frame (`(num_videos * num_frames, ...)`, video by video).
         """
-        summary, patch_grid = self._frame_features(pixel_values_videos)
-        return BaseModelOutputWithPooling(
-            last_hidden_state=patch_grid, pooler_output=self.video_connector(summary, patch_grid)
-        )
+        return self._clip_features(pixel_values_videos, **kwargs)
 
     @can_return_tuple
-    def get_image_features(self, pixel_values: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
-        """An image is a clip of `config.frames_per_image` copies of itself (the tower runs once per image).
-        `pixel_values`: `(num_images, 3, H, W)`; `last_hidden_state`: `(num_images, frames_per_image, h, w, D_v)`;
-        `pooler_output`: `(num_images, num_image_tokens, hidden_size)`."""
-        summary, patch_grid = self._frame_features(pixel_values.unsqueeze(1))
-        frames = self.config.frames_per_image
-        summary, patch_grid = summary.expand(-1, frames, -1), patch_grid.expand(-1, frames, -1, -1, -1)
-        return BaseModelOutputWithPooling(
-            last_hidden_state=patch_grid, pooler_output=self.video_connector(summary, patch_grid)
-        )
+    def get_image_features(
+        self, pixel_values: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
+        """An image is a clip of `config.frames_per_image` copies of itself (VideoLLaMA 2 repeats an image to
+        `num_frames`; 1: a one-frame video), the tower run once per image (see `get_video_features`). `pixel_values`:
+        `(num_images, 3, H, W)`; `last_hidden_state`: `(num_images, frames_per_image, h, w, D_v)`; `pooler_output`:
+        `(num_images, num_image_tokens, hidden_size)`; `hidden_states` / `attentions`: one row per image."""
+        return self._clip_features(pixel_values.unsqueeze(1), frames=self.config.frames_per_image, **kwargs)
 
-    def _frame_features(self, pixel_values_videos: torch.FloatTensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The vision tower on clips `(num_videos, num_frames, 3, H, W)`: summaries `(num_videos, num_frames, D_v)`
-        and patch grids `(num_videos, num_frames, h, w, D_v)`."""
+    def _clip_features(
+        self, pixel_values_videos: torch.FloatTensor, frames: int | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        """The vision tower on every frame of clips `(num_clips, num_frames, 3, H, W)`, then the video connector;
+        `frames`: a one-frame clip's features repeated to this many frames before the connector."""
         self._require_tower(self.vision_tower, "vision")
         num_videos, num_frames = pixel_values_videos.shape[:2]
-        frames = pixel_values_videos.flatten(0, 1).to(self.vision_tower.dtype)
+        pixels = pixel_values_videos.flatten(0, 1).to(self.vision_tower.dtype)
         vision = tower_family(self.config.vision_config)
-        summary, patch_grid = vision.frame_features(self.vision_tower, frames, self.config.vision_feature_layer)
-        return summary.unflatten(0, (num_videos, num_frames)), patch_grid.unflatten(0, (num_videos, num_frames))
+        outputs = vision.frame_features(self.vision_tower, pixels, self.config.vision_feature_layer, **kwargs)
+        summary = outputs.pooler_output.unflatten(0, (num_videos, num_frames))
+        patch_grid = outputs.last_hidden_state.unflatten(0, (num_videos, num_frames))
+        if frames is not None:
+            summary, patch_grid = summary.expand(-1, frames, -1), patch_grid.expand(-1, frames, -1, -1, -1)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=patch_grid,
+            pooler_output=self.video_connector(summary, patch_grid),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
 
     @can_return_tuple
-    def get_audio_features(self, input_features: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+    def get_audio_features(
+        self, input_features: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> AVLlmAudioFeaturesOutput:
         """
         Args:
             input_features: `(num_audios, K, *segment_shape)`, one feature-extractor output per segment.
+            kwargs: go to the audio tower (`output_hidden_states`, `output_attentions`, ...).
         Returns:
-            `last_hidden_state`: the tower's time sequence per segment `(num_audios * K, L', D_a)`; `pooler_output`:
-            `(num_audios, K * audio_tokens_per_segment, hidden_size)` in segment order.
+            `AVLlmAudioFeaturesOutput`, one row per audio except where it says per segment.
         """
         self._require_tower(self.audio_tower, "audio")
         num_audios, num_segments = input_features.shape[:2]
         segments = input_features.flatten(0, 1).to(self.audio_tower.dtype)
-        sequence = tower_family(self.config.audio_config).segment_sequence(self.audio_tower, segments)
+        outputs = tower_family(self.config.audio_config).segment_sequence(self.audio_tower, segments, **kwargs)
+        sequence = outputs.last_hidden_state
         tokens = nn.functional.adaptive_avg_pool1d(sequence.transpose(1, 2), self.config.audio_tokens_per_segment)
         tokens = tokens.transpose(1, 2).reshape(num_audios, -1, sequence.shape[-1])
-        return BaseModelOutputWithPooling(last_hidden_state=sequence, pooler_output=self.audio_projector(tokens))
+        return AVLlmAudioFeaturesOutput(
+            last_hidden_state=sequence.reshape(num_audios, -1, sequence.shape[-1]),
+            pooler_output=self.audio_projector(tokens),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            segment_hidden_states=sequence,
+        )
 
     def get_placeholder_mask(
         self,
@@ -252,21 +303,24 @@ class AVLlmModel(AVLlmPreTrainedModel):
         # whose batches carry different modalities still call the same modules in the same order (ZeRO-3 gathers
         # parameters module by module as they run).
         touch_absent = self.touch_absent_modalities and self.training
+        # the towers return their hidden states / attentions when these are asked for (as llava's do); the other
+        # keyword arguments (packed-sequence lengths, position ids, ...) describe the text sequence: LM only
+        tower_kwargs = {key: kwargs[key] for key in ("output_hidden_states", "output_attentions") if key in kwargs}
         image_outputs = video_outputs = audio_outputs = None
         if pixel_values is not None:
-            image_outputs = self.get_image_features(pixel_values)
+            image_outputs = self.get_image_features(pixel_values, **tower_kwargs)
             inputs_embeds = self._merge(
                 input_ids, inputs_embeds, "image", image_outputs.pooler_output, mm_token_type_ids
             )
         if pixel_values_videos is not None:
-            video_outputs = self.get_video_features(pixel_values_videos)
+            video_outputs = self.get_video_features(pixel_values_videos, **tower_kwargs)
             inputs_embeds = self._merge(
                 input_ids, inputs_embeds, "video", video_outputs.pooler_output, mm_token_type_ids
             )
         if touch_absent and image_outputs is None and video_outputs is None:
             inputs_embeds = self._touch_absent_branch(inputs_embeds, "vision")
         if input_features is not None:
-            audio_outputs = self.get_audio_features(input_features)
+            audio_outputs = self.get_audio_features(input_features, **tower_kwargs)
             inputs_embeds = self._merge(
                 input_ids, inputs_embeds, "audio", audio_outputs.pooler_output, mm_token_type_ids
             )
@@ -305,13 +359,19 @@ class AVLlmForConditionalGeneration(AVLlmPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 
-    def get_image_features(self, pixel_values: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+    def get_image_features(
+        self, pixel_values: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
         return self.model.get_image_features(pixel_values, **kwargs)
 
-    def get_video_features(self, pixel_values_videos: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+    def get_video_features(
+        self, pixel_values_videos: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
         return self.model.get_video_features(pixel_values_videos, **kwargs)
 
-    def get_audio_features(self, input_features: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+    def get_audio_features(
+        self, input_features: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> AVLlmAudioFeaturesOutput:
         return self.model.get_audio_features(input_features, **kwargs)
 
     @can_return_tuple
@@ -379,6 +439,7 @@ for _auto_class, _model_class in reversed(AUTO_MAP.items()):
 
 __all__ = [
     "AUTO_MAP",
+    "AVLlmAudioFeaturesOutput",
     "AVLlmForConditionalGeneration",
     "AVLlmModel",
     "AVLlmPlaceholderMismatchError",
