@@ -437,6 +437,14 @@ class AVLlmBeatsPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = False  # an arbitrary per-query bias does not fit flash attention
     _can_record_outputs = {"hidden_states": AVLlmBeatsEncoderLayer, "attentions": AVLlmBeatsAttention}
 
+    def _initialize_weights(self, module, is_custom_code: bool = False):
+        """transformers skips, for custom code (this class), the init of a module whose own parameters are all
+        loaded, for code that writes weights in place. Every init below goes through `transformers.initialization`,
+        which leaves loaded parameters alone, so it runs for them too: the keys a checkpoint lacks under such a module
+        (the weight-norm magnitude under the positional embedding, a projection under an attention block) are
+        initialised as at build."""
+        super()._initialize_weights(module, is_custom_code=False)
+
     def _init_weights(self, module):
         """BEATs' initialisation: DeepNorm's scaled Xavier projections, the positional convolution with
         `std = sqrt(4 / (kernel * width))` and its weight-norm magnitude set to the direction's norm."""
