@@ -47,6 +47,9 @@ def main(folder: str, clip: str, audio: str) -> None:
                 "tokens": generated.tolist(),
                 "model_module": type(model).__module__,
                 "processor_module": type(processor).__module__,
+                "feature_extractor": type(processor.feature_extractor).__name__,
+                "feature_extractor_module": type(processor.feature_extractor).__module__,
+                "audio_config": type(model.config.audio_config).__name__,
                 "base_class": type(base).__name__,
                 "transformers": transformers.__version__,
             }

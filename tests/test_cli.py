@@ -18,6 +18,10 @@ OPTIONS = {
     "data synth": ["--num-test", "--num-train", "--output-dir", "--seed"],
     "export": ["--eval-report", "--license", "--model", "--output", "--processor", "--repo-id", "--space"],
     "push": ["--private", "--repo-id"],
+    "convert videollama2": [
+        "--audio-seconds", "--audio-tower", "--base-model", "--beats-config", "--chat-template", "--checkpoint",
+        "--dtype", "--license", "--output", "--pad-to-square", "--repo-id", "--vision-tower",
+    ],
     "eval": [
         "--batch-size", "--data", "--dtype", "--grounding", "--judge-api-key-env", "--judge-cache", "--judge-endpoint",
         "--judge-local", "--judge-model", "--limit", "--max-new-tokens", "--media-root", "--model", "--output",
@@ -44,7 +48,7 @@ def help_text(argv: list[str], capsys) -> str:
 
 def test_every_command_is_listed(capsys):
     usage = help_text([], capsys)
-    assert "{quickstart,demo,data,export,push,eval,curate,chat,web,train}" in usage
+    assert "{quickstart,demo,data,export,push,convert,eval,curate,chat,web,train}" in usage
 
 
 @pytest.mark.parametrize("command", sorted(OPTIONS))

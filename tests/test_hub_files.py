@@ -24,7 +24,7 @@ ALLOWED_PACKAGES = {"torch", "transformers", "numpy", "huggingface_hub"}
 
 def test_shipped_files_have_unique_flat_names():
     names = [path.name for path in SHIPPED]
-    assert len(names) == len(set(names)) == 9
+    assert len(names) == len(set(names)) == 10
 
 
 def test_shipped_files_import_only_allowed_packages_and_flat_siblings():

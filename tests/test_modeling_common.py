@@ -3,8 +3,8 @@
 transformers' own `ModelTesterMixin` / `GenerationTesterMixin` are not in its wheel; these are our checks of the same
 expectations (save/load, missing keys initialised as at build, batching, `inputs_embeds`, resized embeddings, attention
 dispatch, hidden states and attentions of the model and of `get_*_features`, left-padded generation, static cache,
-generation without cache, `logits_to_keep`), run for two tower pairings on rows that each carry an image, a video and
-an audio clip.
+generation without cache, `logits_to_keep`), run for three tower pairings (the third in VideoLLaMA 2's layout, with
+BEATs) on rows that each carry an image, a video and an audio clip.
 """
 
 import inspect
@@ -429,6 +429,27 @@ class TestClipClapLlama(CommonModelChecks):
 
 class TestSiglipWhisperQwen2(CommonModelChecks):
     model_tester = AVLlmModelTester("siglip", "whisper", "qwen2")
+
+
+class VideoLLaMA2ModelTester(AVLlmModelTester):
+    """VideoLLaMA 2's layout (docs/models.md): STC without padding, an image repeated to the clip's frames, every BEATs
+    patch an audio token."""
+
+    def get_config(self) -> AVLlmConfig:
+        return tiny_config(
+            self.vision,
+            self.audio,
+            self.text,
+            connector_type="stc",
+            stc_padding=0,
+            frames_per_image=4,
+            num_audio_segments=1,
+            audio_tokens_per_segment=24,
+        )
+
+
+class TestSiglipBeatsQwen2(CommonModelChecks):
+    model_tester = VideoLLaMA2ModelTester("siglip", "beats", "qwen2")
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ TINY_CONFIGS = {
     "clap_audio_model": lambda: tiny_audio_config("clap"),
     "whisper": lambda: tiny_audio_config("whisper"),
     "audio-spectrogram-transformer": lambda: tiny_audio_config("ast"),
+    "avllm_beats": lambda: tiny_audio_config("beats"),
 }
 
 

@@ -266,6 +266,28 @@ def test_stage_presets_freeze_the_right_parameters():
     assert stage_defaults("pretrain")["learning_rate"] == 2e-3 and stage_defaults("sft")["learning_rate"] == 2e-5
 
 
+def test_videollama2_audio_stages_train_the_audio_tower_in_training_mode():
+    """A2 (`audio-finetune`) trains the audio tower and its projector, A3 (`av-joint`) everything but the vision
+    tower; a trained tower is in training mode under `model.train()` (BEATs' layerdrop), a frozen one stays in
+    inference mode."""
+    model, _ = make()
+
+    def trainable():
+        return {name.removeprefix("model.").split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+
+    apply_stage(model, "audio-finetune")
+    assert trainable() == {"audio_tower", "audio_projector"}
+    model.train()
+    assert model.model.audio_tower.training and not model.model.vision_tower.training
+    apply_stage(model, "av-joint")
+    assert trainable() == {"audio_tower", "audio_projector", "video_connector", "language_model", "lm_head"}
+    assert model.train().model.audio_tower.training and not model.model.vision_tower.training
+    apply_stage(model, "audio-pretrain")
+    assert not model.train().model.audio_tower.training
+    defaults = stage_defaults("audio-finetune")
+    assert (defaults["learning_rate"], defaults["num_train_epochs"], defaults["adam_beta2"]) == (2e-5, 2, 0.999)
+
+
 def test_lora_stage_adapts_only_llm_layers_saves_reloads_and_merges(clips, tmp_path):
     model, processor = make()
     peft_config = apply_stage(model, "lora", lora_r=4)

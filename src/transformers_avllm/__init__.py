@@ -1,10 +1,12 @@
 """transformers-avllm: audio-visual LLMs (video + its audio track, audio, images -> text), Transformers-native."""
 
 import transformers
-from transformers import AutoConfig, AutoProcessor
+from transformers import AutoConfig, AutoFeatureExtractor, AutoProcessor
 
 from .models.avllm import (
     AUTO_MAP,
+    AVLlmBeatsConfig,
+    AVLlmBeatsFeatureExtractor,
     AVLlmConfig,
     AVLlmForConditionalGeneration,
     AVLlmModel,
@@ -27,6 +29,9 @@ AutoConfig.register(AVLlmConfig.model_type, AVLlmConfig, exist_ok=True)
 for _auto_class, _model_class in AUTO_MAP.items():
     getattr(transformers, _auto_class).register(AVLlmConfig, _model_class, exist_ok=True)
 AutoProcessor.register(AVLlmConfig, AVLlmProcessor, exist_ok=True)
+# Towers of ours: their configs register themselves with AutoConfig (`towers_avllm.py`, also as remote code); a saved
+# feature extractor of theirs is found by its class name once registered.
+AutoFeatureExtractor.register(AVLlmBeatsConfig, AVLlmBeatsFeatureExtractor, exist_ok=True)
 
 __all__ = [
     "AVLlmConfig",

@@ -126,6 +126,54 @@ def _push(args):
     print(push_to_hub(args.folder, args.repo_id, private=args.private))
 
 
+def add_convert_parser(commands) -> None:
+    """`avllm convert videollama2`: a published checkpoint of another code base as an AVLlm folder."""
+    convert = commands.add_parser("convert", help="convert a published checkpoint of another code base to AVLlm")
+    sources = convert.add_subparsers(dest="convert_command", required=True)
+    videollama2 = sources.add_parser(
+        "videollama2", help="a VideoLLaMA 2 / 2.1 (audio-visual) checkpoint folder (see docs/models.md)"
+    )
+    videollama2.add_argument("--checkpoint", required=True, help="checkpoint folder: config.json, weights, tokenizer")
+    videollama2.add_argument("--output", required=True, help="AVLlm folder to write (new or empty)")
+    videollama2.add_argument("--vision-tower", help="folder or hub id of the vision tower (default: mm_vision_tower)")
+    videollama2.add_argument("--beats-config", help="JSON of the BEATs config, for a tower other than VideoLLaMA 2's")
+    videollama2.add_argument(
+        "--audio-tower", help="Microsoft BEATs .pt to add to a video-only checkpoint (VideoLLaMA 2's A1 start)"
+    )
+    videollama2.add_argument("--audio-seconds", type=float, default=30.0, help="audio window (VideoLLaMA 2: 30)")
+    videollama2.add_argument("--dtype", help="dtype of the weights (default: the checkpoint's torch_dtype)")
+    videollama2.add_argument("--chat-template", help="Jinja file replacing the LLM family's built-in template")
+    videollama2.add_argument(
+        "--pad-to-square", action="store_true", help="pad frames to squares, as VideoLLaMA 2 trains (not infers)"
+    )
+    videollama2.add_argument("--base-model", help="hub id of the source, for the model card")
+    videollama2.add_argument("--repo-id", help="name used in the model card (default: the output folder's name)")
+    videollama2.add_argument("--license", default="apache-2.0")
+    videollama2.set_defaults(run=_convert_videollama2)
+
+
+def _convert_videollama2(args):
+    from pathlib import Path
+
+    from .conversion.videollama2 import convert_videollama2
+
+    folder = convert_videollama2(
+        args.checkpoint,
+        args.output,
+        vision_tower=args.vision_tower,
+        beats_config=args.beats_config,
+        audio_tower=args.audio_tower,
+        audio_seconds=args.audio_seconds,
+        dtype=args.dtype,
+        chat_template=Path(args.chat_template).read_text() if args.chat_template else None,
+        pad_to_square=args.pad_to_square,
+        base_model=args.base_model,
+        repo_id=args.repo_id,
+        license=args.license,
+    )
+    print(f"converted to {folder}")
+
+
 def add_eval_parser(commands) -> None:
     """`avllm eval`: a benchmark from local files."""
     from .evaluation.tasks import TASKS
@@ -324,6 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     add_data_parser(commands)
     add_export_parser(commands)
     add_push_parser(commands)
+    add_convert_parser(commands)
     add_eval_parser(commands)
     add_curate_parser(commands)
     add_chat_parser(commands)

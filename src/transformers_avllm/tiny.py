@@ -20,7 +20,14 @@ from transformers import (
     WhisperConfig,
 )
 
-from .models.avllm import MODALITY_TOKENS, PLACEHOLDER_TOKENS, AVLlmConfig, AVLlmProcessor, tower_family
+from .models.avllm import (
+    MODALITY_TOKENS,
+    PLACEHOLDER_TOKENS,
+    AVLlmBeatsConfig,
+    AVLlmConfig,
+    AVLlmProcessor,
+    tower_family,
+)
 
 VOCAB_SIZE = 128
 # The placeholders are the last three ids of a tiny tokenizer (`build_tokenizer`) and of the tiny configs.
@@ -81,6 +88,20 @@ _AUDIO = {
             num_mel_bins=16,
         ),
     ),
+    "beats": (
+        AVLlmBeatsConfig,
+        dict(
+            max_length=48,
+            patch_embedding_dim=16,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+            layerdrop=0.0,
+        ),
+    ),
 }
 _TEXT = {"llama": (LlamaConfig, {}), "qwen2": (Qwen2Config, {"tie_word_embeddings": True})}
 
@@ -94,7 +115,8 @@ def tiny_vision_config(kind: str = "clip", **sizes) -> PreTrainedConfig:
 
 
 def tiny_audio_config(kind: str = "clap", **sizes) -> PreTrainedConfig:
-    """A tiny `"clap"`, `"whisper"` or `"ast"` audio config; `sizes` override its fields."""
+    """A tiny `"clap"`, `"whisper"`, `"ast"` or `"beats"` (0.48 s clips: 3 x 8 patches) audio config; `sizes`
+    override its fields."""
     config_class, defaults = _AUDIO[kind]
     return config_class(**{**defaults, **sizes})
 

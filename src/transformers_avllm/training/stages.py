@@ -31,8 +31,20 @@ STAGES = {
     "sft": Stage(PROJECTORS + ("language_model", "lm_head"), defaults={"learning_rate": 2e-5, "num_train_epochs": 1}),
     # 001: projectors + LoRA on the LLM.
     "lora": Stage(PROJECTORS, lora=True, defaults={"learning_rate": 2e-4, "num_train_epochs": 1}),
-    # 001 / VideoLLaMA 2: the audio projector alone, the vision branch frozen.
+    # 001 / VideoLLaMA 2 A1 (`pretrain_audio.sh`): the audio projector alone, the vision branch frozen.
     "audio-pretrain": Stage(("audio_projector",), defaults={"learning_rate": 1e-3, "num_train_epochs": 1}),
+    # VideoLLaMA 2 A2 (`finetune_audio.sh`): the audio tower and its projector, the LLM frozen; AdamW's default beta2
+    # and no weight decay (VideoLLaMA 2 keeps transformers' optimizer defaults).
+    "audio-finetune": Stage(
+        ("audio_tower", "audio_projector"),
+        defaults={"learning_rate": 2e-5, "num_train_epochs": 2, "adam_beta2": 0.999, "weight_decay": 0.0},
+    ),
+    # VideoLLaMA 2 A3 (`va_joint.sh`): everything but the vision tower (LLM, video connector, audio projector and
+    # audio tower).
+    "av-joint": Stage(
+        PROJECTORS + ("audio_tower", "language_model", "lm_head"),
+        defaults={"learning_rate": 2e-5, "num_train_epochs": 2, "adam_beta2": 0.999, "weight_decay": 0.0},
+    ),
 }
 
 

@@ -4,6 +4,7 @@ self-contained (docs/architecture.md). This `__init__` is not shipped: it gather
 
 from pathlib import Path
 
+from .beats_avllm import AVLlmBeatsConfig, AVLlmBeatsFeatureExtractor, AVLlmBeatsModel
 from .compat_avllm import AVLlmTransformersVersionError
 from .configuration_avllm import AVLlmConfig
 from .media_avllm import (
@@ -18,6 +19,7 @@ from .media_avllm import (
     MissingStreamError,
     load_audio,
     probe_media,
+    sample_audio_clips,
     split_audio_segments,
 )
 from .modality_avllm import (
@@ -42,7 +44,13 @@ from .modeling_avllm import (
     AVLlmPlaceholderMismatchError,
     AVLlmPreTrainedModel,
 )
-from .processing_avllm import MISSING_AUDIO_POLICIES, AVLlmProcessor, MediaItem
+from .processing_avllm import (
+    AUDIO_SAMPLING_MODES,
+    MISSING_AUDIO_POLICIES,
+    RENDER_CONTENT_MACRO,
+    AVLlmProcessor,
+    MediaItem,
+)
 from .towers_avllm import TOWER_FAMILIES, AudioTowerFamily, TowerFamily, VisionTowerFamily, tower_family
 from .video_avllm import VideoClip, load_video, sample_frame_indices
 
@@ -51,10 +59,14 @@ SHIPPED_FILES = frozenset(path.name for path in Path(__file__).parent.glob("*_av
 
 __all__ = [
     "AUDIO",
+    "AUDIO_SAMPLING_MODES",
     "AUDIO_EXTENSIONS",
     "AUDIO_VISUAL",
     "AUTO_MAP",
     "AVLlmAudioFeaturesOutput",
+    "AVLlmBeatsConfig",
+    "AVLlmBeatsFeatureExtractor",
+    "AVLlmBeatsModel",
     "AVLlmConfig",
     "AVLlmForConditionalGeneration",
     "AVLlmModel",
@@ -75,6 +87,7 @@ __all__ = [
     "MediaTooLargeError",
     "MissingStreamError",
     "PLACEHOLDER_TOKENS",
+    "RENDER_CONTENT_MACRO",
     "ROW_TYPES",
     "SAMPLE_TYPES",
     "SHIPPED_FILES",
@@ -91,6 +104,7 @@ __all__ = [
     "probe_media",
     "row_type",
     "row_type_indices",
+    "sample_audio_clips",
     "sample_frame_indices",
     "split_audio_segments",
     "tower_family",

@@ -29,7 +29,8 @@ class AVLlmConfig(PreTrainedConfig):
         vision_config (`dict` or `PreTrainedConfig`, *optional*):
             Config of a vision tower of the registry (`towers_avllm.TOWER_FAMILIES`): CLIP or SigLIP.
         audio_config (`dict` or `PreTrainedConfig`, *optional*):
-            Config of an audio tower of the registry: CLAP audio (HTSAT), Whisper (its encoder is used) or AST.
+            Config of an audio tower of the registry: CLAP audio (HTSAT), Whisper (its encoder is used), AST or BEATs
+            (`AVLlmBeatsConfig`).
         text_config (`dict` or `PreTrainedConfig`, *optional*):
             Any causal LM config; Llama by default.
         connector_type (`str`, defaults to `"avllm"`):
@@ -39,6 +40,10 @@ class AVLlmConfig(PreTrainedConfig):
             `"linear"` or `"mlp2x_gelu"`.
         num_frames (`int`, defaults to 32):
             Frames sampled per video clip.
+        frames_per_image (`int`, defaults to 1):
+            Frames an image counts as: its tower features are repeated to this many frames before the video connector
+            (VideoLLaMA 2 repeats an image to `num_frames`). With 1, the STC connector repeats a frame to its
+            temporal kernel.
         vision_feature_layer (`int`, defaults to -2):
             Hidden-state index of the vision tower fed to the connector.
         stc_downsample (`list[int]`, defaults to `[2, 2, 2]`):
@@ -77,6 +82,7 @@ class AVLlmConfig(PreTrainedConfig):
     connector_type: Literal["avllm", "stc", "pool"] = "avllm"
     audio_projector_type: Literal["linear", "mlp2x_gelu"] = "linear"
     num_frames: int = 32
+    frames_per_image: int = 1
     vision_feature_layer: int = -2
     stc_downsample: list[int] | tuple[int, int, int] = (2, 2, 2)
     stc_depth: int = 4
@@ -100,8 +106,9 @@ class AVLlmConfig(PreTrainedConfig):
             tower_config = getattr(self, f"{modality}_config")
             if tower_config is not None:
                 tower_family(tower_config, modality)
-        if self.num_frames < 1 or self.num_audio_segments < 1 or self.audio_tokens_per_segment < 1:
-            raise ValueError("num_frames, num_audio_segments and audio_tokens_per_segment must be >= 1")
+        counts = ("num_frames", "frames_per_image", "num_audio_segments", "audio_tokens_per_segment")
+        if any(getattr(self, name) < 1 for name in counts):
+            raise ValueError(f"{', '.join(counts)} must be >= 1")
 
     @property
     def vision_grid_size(self) -> int:
@@ -109,7 +116,7 @@ class AVLlmConfig(PreTrainedConfig):
         return tower_family(self.vision_config).grid_size(self.vision_config)
 
     def num_visual_tokens(self, num_frames: int) -> int:
-        """Tokens the video connector emits for a clip of `num_frames` frames (an image is 1 frame)."""
+        """Tokens the video connector emits for a clip of `num_frames` frames (an image is `frames_per_image`)."""
         if self.vision_config is None:
             return 0
         connector = VIDEO_CONNECTORS[self.connector_type]
@@ -121,7 +128,7 @@ class AVLlmConfig(PreTrainedConfig):
 
     @property
     def num_image_tokens(self) -> int:
-        return self.num_visual_tokens(1)
+        return self.num_visual_tokens(self.frames_per_image)
 
     @property
     def num_audio_tokens(self) -> int:

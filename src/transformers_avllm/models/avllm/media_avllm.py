@@ -14,6 +14,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ __all__ = [
     "load_picture",
     "load_waveform",
     "probe_media",
+    "sample_audio_clips",
     "split_audio_segments",
 ]
 
@@ -338,3 +340,27 @@ def split_audio_segments(waveform: np.ndarray, num_segments: int) -> list[np.nda
     length = -(-len(waveform) // num_segments)
     padded = np.pad(waveform, (0, length * num_segments - len(waveform)))
     return list(padded.reshape(num_segments, length))
+
+
+def audio_clip_bounds(
+    duration: float, sampling_rate: int, num_clips: int = 8, clip_seconds: int = 2
+) -> list[tuple[int, int]]:
+    """Sample bounds `[start, end)` of VideoLLaMA 2's audio clips of a track lasting `duration` seconds: clip k starts
+    at `k * max(duration - clip_seconds, 0) / num_clips` s and lasts `clip_seconds` (pytorchvideo's
+    `ConstantClipsPerVideoSampler`, in the same exact fractions, so that the bounds are VideoLLaMA 2's to the
+    sample)."""
+    step = Fraction(max(duration - clip_seconds, 0)) / num_clips
+    return [(int(step * k * sampling_rate), int((step * k + clip_seconds) * sampling_rate)) for k in range(num_clips)]
+
+
+def sample_audio_clips(
+    waveform: np.ndarray, sampling_rate: int, num_clips: int = 8, clip_seconds: int = 2
+) -> np.ndarray:
+    """VideoLLaMA 2's audio of a video (`process_audio_from_video`): the clips of `audio_clip_bounds` concatenated,
+    `(num_samples,)`. A clip running past the end stops there, so a track of `clip_seconds` or less comes out
+    `num_clips` times over."""
+    waveform = np.asarray(waveform)
+    if waveform.ndim != 1:
+        raise ValueError(f"waveform must be 1-D (num_samples,), got shape {waveform.shape}")
+    bounds = audio_clip_bounds(len(waveform) / sampling_rate, sampling_rate, num_clips, clip_seconds)
+    return np.concatenate([waveform[start:end] for start, end in bounds])

@@ -161,28 +161,38 @@ class AVLlmModel(AVLlmPreTrainedModel):
             `(num_videos, num_video_tokens, hidden_size)`; `hidden_states` / `attentions` when asked for: the tower's,
             one row per frame (`(num_videos * num_frames, ...)`, video by video).
         """
+        return self._clip_features(pixel_values_videos, **kwargs)
+
+    @can_return_tuple
+    def get_image_features(
+        self, pixel_values: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
+        """An image is a clip of `config.frames_per_image` copies of itself (VideoLLaMA 2 repeats an image to
+        `num_frames`; 1: a one-frame video), the tower run once per image (see `get_video_features`). `pixel_values`:
+        `(num_images, 3, H, W)`; `last_hidden_state`: `(num_images, frames_per_image, h, w, D_v)`; `pooler_output`:
+        `(num_images, num_image_tokens, hidden_size)`; `hidden_states` / `attentions`: one row per image."""
+        return self._clip_features(pixel_values.unsqueeze(1), frames=self.config.frames_per_image, **kwargs)
+
+    def _clip_features(
+        self, pixel_values_videos: torch.FloatTensor, frames: int | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        """The vision tower on every frame of clips `(num_clips, num_frames, 3, H, W)`, then the video connector;
+        `frames`: a one-frame clip's features repeated to this many frames before the connector."""
         self._require_tower(self.vision_tower, "vision")
         num_videos, num_frames = pixel_values_videos.shape[:2]
-        frames = pixel_values_videos.flatten(0, 1).to(self.vision_tower.dtype)
+        pixels = pixel_values_videos.flatten(0, 1).to(self.vision_tower.dtype)
         vision = tower_family(self.config.vision_config)
-        outputs = vision.frame_features(self.vision_tower, frames, self.config.vision_feature_layer, **kwargs)
+        outputs = vision.frame_features(self.vision_tower, pixels, self.config.vision_feature_layer, **kwargs)
         summary = outputs.pooler_output.unflatten(0, (num_videos, num_frames))
         patch_grid = outputs.last_hidden_state.unflatten(0, (num_videos, num_frames))
+        if frames is not None:
+            summary, patch_grid = summary.expand(-1, frames, -1), patch_grid.expand(-1, frames, -1, -1, -1)
         return BaseModelOutputWithPooling(
             last_hidden_state=patch_grid,
             pooler_output=self.video_connector(summary, patch_grid),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-
-    @can_return_tuple
-    def get_image_features(
-        self, pixel_values: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
-    ) -> BaseModelOutputWithPooling:
-        """An image is a 1-frame video (see `get_video_features`). `pixel_values`: `(num_images, 3, H, W)`;
-        `last_hidden_state`: `(num_images, 1, h, w, D_v)`; `pooler_output`: `(num_images, num_image_tokens,
-        hidden_size)`; `hidden_states` / `attentions`: one row per image."""
-        return self.get_video_features(pixel_values.unsqueeze(1), **kwargs)
 
     @can_return_tuple
     def get_audio_features(

@@ -18,18 +18,23 @@ from .media_avllm import (
     load_picture,
     load_waveform,
     probe_media,
+    sample_audio_clips,
     split_audio_segments,
 )
 from .modality_avllm import AUDIO, AUDIO_VISUAL, MODALITY_TOKENS, PLACEHOLDER_TOKENS, VISUAL, row_type
 from .video_avllm import sample_frames
 
-# Vicuna v1 turns (the AV-LLM LLM), with `{% generation %}` around assistant replies for assistant-only losses.
-DEFAULT_CHAT_TEMPLATE = (
+# The Jinja macro `render(content)` of a message's content: a string as it is, content items in order, text items as
+# their text and each media item as its modality token (`marker`, set by `resolve_conversation`) and a newline.
+RENDER_CONTENT_MACRO = (
     "{%- macro render(content) -%}"
     "{%- if content is string -%}{{ content }}{%- else -%}{%- for item in content -%}"
     "{%- if item['type'] == 'text' -%}{{ item['text'] }}{%- else -%}{{ item['marker'] ~ '\\n' }}{%- endif -%}"
     "{%- endfor -%}{%- endif -%}"
     "{%- endmacro -%}"
+)
+# Vicuna v1 turns (the AV-LLM LLM), with `{% generation %}` around assistant replies for assistant-only losses.
+DEFAULT_CHAT_TEMPLATE = RENDER_CONTENT_MACRO + (
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'system' -%}{{ render(message['content']) ~ ' ' }}"
     "{%- elif message['role'] == 'user' -%}{{ 'USER: ' ~ render(message['content']) ~ ' ' }}"
@@ -46,6 +51,8 @@ MODALITY_TOKEN_PATTERN = re.compile("|".join(re.escape(token) for token in MODAL
 MISSING_AUDIO_POLICIES = ("error", "visual_only", "silence")
 # Where a video's audio placeholders go relative to its video placeholders (`AVLlmConfig.audio_visual_order`).
 AUDIO_VISUAL_ORDERS = ("visual_first", "audio_first")
+# How the sound of a video item is taken from its track (see `AVLlmProcessor`).
+AUDIO_SAMPLING_MODES = ("segments", "videollama2")
 
 
 @dataclass
@@ -76,6 +83,19 @@ def _check_missing_audio(policy: str) -> str:
     if policy not in MISSING_AUDIO_POLICIES:
         raise ValueError(f"missing_audio must be one of {MISSING_AUDIO_POLICIES}, got {policy!r}")
     return policy
+
+
+def _pad_to_square(picture, fill: tuple[int, ...]) -> np.ndarray:
+    """An RGB picture `(H, W, 3)` (array or PIL image) centred on a square of colour `fill` (LLaVA's and VideoLLaMA 2's
+    `expand2square`: the offset is rounded down)."""
+    picture = np.asarray(picture.convert("RGB") if hasattr(picture, "convert") else picture)
+    height, width = picture.shape[:2]
+    side = max(height, width)
+    square = np.empty((side, side, picture.shape[2]), dtype=picture.dtype)
+    square[:] = fill
+    top, left = (side - height) // 2, (side - width) // 2
+    square[top : top + height, left : left + width] = picture
+    return square
 
 
 class AVLlmProcessor(ProcessorMixin):
@@ -109,6 +129,13 @@ class AVLlmProcessor(ProcessorMixin):
             audio is asked for (`MISSING_AUDIO_POLICIES`; a call may override it): `"error"` (raise
             `MissingStreamError`), `"visual_only"` (render it as `<VIS>`) or `"silence"` (feed a silent waveform, as
             VideoLLaMA 2 does; only when explicitly chosen). Any other value raises `ValueError`.
+        audio_sampling (`str`, defaults to `"segments"`): how a video item's sound is taken from its track
+            (`AUDIO_SAMPLING_MODES`): `"segments"` (the whole track, split into `num_audio_segments`) or
+            `"videollama2"` (VideoLLaMA 2: 8 clips of 2 s spread evenly over the track, concatenated, then cut or
+            padded to the feature extractor's window; `media_avllm.sample_audio_clips`). Audio items are taken whole
+            in both modes.
+        pad_to_square (`bool`, defaults to `False`): pad frames and images to a square of the image processor's mean
+            colour before it resizes them (VideoLLaMA 2's `image_aspect_ratio="pad"`, which it uses in training only).
     """
 
     image_token = PLACEHOLDER_TOKENS["image"]
@@ -129,7 +156,13 @@ class AVLlmProcessor(ProcessorMixin):
         missing_audio: str = "error",
         audio_visual_order: str = "visual_first",
         max_audio_windows: int | None = None,
+        audio_sampling: str = "segments",
+        pad_to_square: bool = False,
     ):
+        if audio_sampling not in AUDIO_SAMPLING_MODES:
+            raise ValueError(f"audio_sampling must be one of {AUDIO_SAMPLING_MODES}, got {audio_sampling!r}")
+        self.audio_sampling = audio_sampling
+        self.pad_to_square = pad_to_square
         self.num_frames = num_frames
         self.num_audio_segments = num_audio_segments
         self.num_video_tokens = num_video_tokens
@@ -253,22 +286,35 @@ class AVLlmProcessor(ProcessorMixin):
         shape = (len(waveforms), num_windows * self.num_audio_segments)
         return {"input_features": features.unflatten(0, shape), "input_features_mask": mask.unflatten(0, shape)}
 
+    def _sound(self, item: MediaItem) -> np.ndarray:
+        """The waveform an item's sound is: its track (silence for a `silent_audio` video), sampled as
+        `audio_sampling` says for a video."""
+        rate = self.feature_extractor.sampling_rate
+        waveform = load_waveform(item.source, rate, allow_missing=item.silent_audio)
+        if self.audio_sampling == "videollama2" and item.kind == "video":
+            return sample_audio_clips(waveform, rate)
+        return waveform
+
+    def _pixel_values(self, pictures: list) -> torch.Tensor:
+        """`(N, 3, H, W)` from RGB frames or images, padded to squares first when `pad_to_square`."""
+        if self.pad_to_square:
+            fill = tuple(int(255 * mean) for mean in self.image_processor.image_mean)
+            pictures = [_pad_to_square(picture, fill) for picture in pictures]
+        return self.image_processor(images=pictures, return_tensors="pt")["pixel_values"]
+
     def _media_inputs(self, items: list[MediaItem]) -> tuple[dict, list[list[float] | None]]:
         """Decodes the items' media: `pixel_values_videos`, `pixel_values`, `input_features` with
         `input_features_mask` (those present) and, per video, the timestamps of its sampled frames."""
         data = {}
         decoded_videos = [sample_frames(item.source, self.num_frames) for item in items if item.use_video]
         images = [load_picture(item.source) for item in items if item.kind == "image"]
-        rate = self.feature_extractor.sampling_rate
-        waveforms = [
-            load_waveform(item.source, rate, allow_missing=item.silent_audio) for item in items if item.use_audio
-        ]
+        waveforms = [self._sound(item) for item in items if item.use_audio]
         if decoded_videos:
             frames = [frame for video, _ in decoded_videos for frame in video]
-            pixel_values = self.image_processor(images=frames, return_tensors="pt")["pixel_values"]
+            pixel_values = self._pixel_values(frames)
             data["pixel_values_videos"] = pixel_values.unflatten(0, (len(decoded_videos), self.num_frames))
         if images:
-            data["pixel_values"] = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+            data["pixel_values"] = self._pixel_values(images)
         if waveforms:
             data.update(self._audio_features(waveforms))
         return data, [timestamps for _, timestamps in decoded_videos]
@@ -535,4 +581,11 @@ def _flatten(media) -> list:
 
 AVLlmProcessor.register_for_auto_class()
 
-__all__ = ["AUDIO_VISUAL_ORDERS", "AVLlmProcessor", "MediaItem", "MISSING_AUDIO_POLICIES"]
+__all__ = [
+    "AUDIO_SAMPLING_MODES",
+    "AUDIO_VISUAL_ORDERS",
+    "AVLlmProcessor",
+    "MediaItem",
+    "MISSING_AUDIO_POLICIES",
+    "RENDER_CONTENT_MACRO",
+]

@@ -9,13 +9,14 @@ the shape of one input item (for dummy passes) and where the tower sits inside t
 their preprocessors with it.
 
 Adding a family is adding one entry: a subclass of `VisionTowerFamily` or `AudioTowerFamily` listed in
-`TOWER_FAMILIES`. Its modules may live in a shipped file of their own (`from .beats_avllm import BeatsModel`).
+`TOWER_FAMILIES`. Its modules may live in a shipped file of their own (BEATs: `beats_avllm.py`).
 """
 
 import torch
 from transformers import (
     ASTFeatureExtractor,
     ASTModel,
+    AutoConfig,
     ClapAudioModel,
     ClapFeatureExtractor,
     CLIPImageProcessor,
@@ -30,6 +31,8 @@ from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPo
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from transformers.utils import ModelOutput
 
+from .beats_avllm import AVLlmBeatsConfig, AVLlmBeatsFeatureExtractor, AVLlmBeatsModel
+
 
 class TowerFamily:
     """What the registry knows about a family of towers (the class attributes), and what every family can do."""
@@ -40,6 +43,8 @@ class TowerFamily:
     processor_class: type  # the image processor / feature extractor that prepares the tower's inputs
     # `(model_type, attribute)` of the full checkpoint the tower usually comes in (`("clip", "vision_model")`), if any.
     full_model: tuple[str, str] | None = None
+    # The config class of a family transformers does not ship (registered with AutoConfig below), else None.
+    config_class: type[PreTrainedConfig] | None = None
 
     def build(self, config: PreTrainedConfig) -> PreTrainedModel:
         """A tower with random weights."""
@@ -246,10 +251,43 @@ class AstAudioTower(AudioTowerFamily):
         return patches.unflatten(1, (freq_patches, time_patches)).mean(dim=1)
 
 
+class BeatsAudioTower(AudioTowerFamily):
+    """BEATs (VideoLLaMA 2's audio tower, `beats_avllm.py`): its tokens are the 16 x 16 fbank patches, time-major
+    (frequency fastest), all passed on as VideoLLaMA 2 does (`audio_tokens_per_segment = num_patches`, 1496 for
+    30 s); fewer tokens average neighbouring patches in that order. It takes 16 kHz audio only."""
+
+    model_type = "avllm_beats"
+    tower_class = AVLlmBeatsModel
+    processor_class = AVLlmBeatsFeatureExtractor
+    config_class = AVLlmBeatsConfig
+
+    def processor_settings(self, config, sampling_rate=None):
+        # BEATs' fbank is defined at 16 kHz (its mel bank and 25/10 ms frames), whatever rate the caller uses
+        return {"num_mel_bins": config.num_mel_bins, "max_length": config.max_length, "sampling_rate": 16000}
+
+    def input_shape(self, config):
+        return (config.max_length, config.num_mel_bins)
+
+    def time_sequence(self, tower, outputs):
+        return outputs.last_hidden_state
+
+
 TOWER_FAMILIES: dict[str, TowerFamily] = {
     family.model_type: family
-    for family in (ClipVisionTower(), SiglipVisionTower(), ClapAudioTower(), WhisperAudioTower(), AstAudioTower())
+    for family in (
+        ClipVisionTower(),
+        SiglipVisionTower(),
+        ClapAudioTower(),
+        WhisperAudioTower(),
+        AstAudioTower(),
+        BeatsAudioTower(),
+    )
 }
+# `AVLlmConfig` resolves its tower sub-configs through AutoConfig: a family whose config transformers does not ship
+# registers it here, so that a saved AVLlm config loads in the package and as remote code alike.
+for _family in TOWER_FAMILIES.values():
+    if _family.config_class is not None:
+        AutoConfig.register(_family.model_type, _family.config_class, exist_ok=True)
 
 
 def tower_family(config: PreTrainedConfig, modality: str | None = None) -> TowerFamily:

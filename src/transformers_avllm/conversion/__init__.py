@@ -1,0 +1,1 @@
+"""Converters from reference checkpoints (not shipped to the Hub)."""
