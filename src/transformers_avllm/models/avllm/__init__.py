@@ -36,6 +36,8 @@ from .modality_avllm import (
 )
 from .modeling_avllm import (
     AUTO_MAP,
+    AVLlmConnectorInputMismatchError,
+    AVLlmEncoderOutput,
     AVLlmForConditionalGeneration,
     AVLlmModel,
     AVLlmPlaceholderMismatchError,
@@ -54,6 +56,8 @@ __all__ = [
     "AUDIO_VISUAL",
     "AUTO_MAP",
     "AVLlmConfig",
+    "AVLlmConnectorInputMismatchError",
+    "AVLlmEncoderOutput",
     "AVLlmForConditionalGeneration",
     "AVLlmModel",
     "AVLlmPlaceholderMismatchError",
