@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data.prepare import PREPARED_MEDIA, PreparedDataMismatchError, settings_fingerprint, with_prepared_media
 from ..models.avllm import TOKEN_TYPE_IDS, AVLlmProcessor, MediaError
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ class SampleTooLongError(BadSampleError):
 class AVLlmDataCollator:
     """Decodes each example's media (in DataLoader workers when `dataloader_num_workers > 0`), renders it with the
     processor's chat template and builds `labels` that train only on assistant replies: prompt, padding and every
-    placeholder token are -100. Modality is decided per example by its content items.
+    placeholder token are -100. Modality is decided per example by its content items. Rows of a prepared dataset
+    (`avllm data prepare`) carry their media decoded: nothing is decoded again, and the model inputs are the same.
 
     Args:
         processor: the model's `AVLlmProcessor`.
@@ -51,13 +53,23 @@ class AVLlmDataCollator:
         if self.overflow not in ("error", "drop"):
             raise ValueError(f"overflow must be 'error' or 'drop', got {self.overflow!r}")
         self.dropped_too_long = self.skipped_bad = 0
+        self._settings_fingerprint = None
+
+    def _messages(self, example: dict) -> list[dict]:
+        """The example's messages; a prepared row's with its media sources replaced by their prepared media."""
+        if example.get(PREPARED_MEDIA) is None:
+            return example["messages"]
+        if self._settings_fingerprint is None:
+            self._settings_fingerprint = settings_fingerprint(self.processor)
+        return with_prepared_media(example, self._settings_fingerprint)
 
     def encode(self, example: dict) -> dict[str, torch.Tensor]:
-        """One example -> unpadded tensors `(1, L)` + its media tensors. Raises `BadSampleError`."""
+        """One example -> unpadded tensors `(1, L)` + its media tensors. Raises `BadSampleError`, or
+        `PreparedDataMismatchError` for a row prepared with other settings than the processor's."""
         sample_id = example.get("id", "<no id>")
         try:
             encoded = self.processor.apply_chat_template(
-                example["messages"],
+                self._messages(example),
                 tokenize=True,
                 return_dict=True,
                 return_assistant_tokens_mask=True,
@@ -65,6 +77,8 @@ class AVLlmDataCollator:
                 missing_audio=self.missing_audio,
                 processor_kwargs={"padding": False},
             )
+        except PreparedDataMismatchError:
+            raise
         except (MediaError, ValueError, KeyError) as err:
             raise BadSampleError(sample_id, str(err)) from err
         input_ids = encoded["input_ids"]

@@ -70,6 +70,29 @@ class MediaItem:
         return self.sample_type != VISUAL
 
 
+@dataclass
+class PreparedMedia:
+    """A media source decoded once, up to the steps that are cheap to repeat per sample: what
+    `AVLlmProcessor.prepare_media` returns and `avllm data prepare` stores, and a media source the processor takes in
+    place of the file.
+
+    Args:
+        source: description of the source it was prepared from (for error messages).
+        frames: `(T, 3, H, W)` (a video's sampled frames) or `(1, 3, H, W)` (an image) after the image processor's
+            resize and crop, before its rescale and normalisation (uint8 with the installed image processors).
+        timestamps: the seconds of a video's sampled frames.
+        audio_features: `(K, *segment_shape)` float32, the feature extractor's output for the K audio segments (an
+            audio file, or a video's own track; silence as long as the video when it has no track).
+        has_audio: whether the source has an audio track (`audio_features` are silence otherwise).
+    """
+
+    source: str
+    frames: torch.Tensor | None = None
+    timestamps: list[float] | None = None
+    audio_features: torch.Tensor | None = None
+    has_audio: bool = False
+
+
 def _check_missing_audio(policy: str) -> str:
     if policy not in MISSING_AUDIO_POLICIES:
         raise ValueError(f"missing_audio must be one of {MISSING_AUDIO_POLICIES}, got {policy!r}")
@@ -165,14 +188,15 @@ class AVLlmProcessor(ProcessorMixin):
         use_audio = use_audio and self.has_audio
         silent = False
         if use_audio:
-            if not is_file_source(source):
+            prepared = isinstance(source, PreparedMedia)
+            if not (prepared or is_file_source(source)):
                 raise MissingStreamError(
                     "<decoded frames>", "decoded frames carry no audio track; pass the file, or use_audio=False"
                 )
-            if not probe_media(source).has_audio:
+            if not (source.has_audio if prepared else probe_media(source).has_audio):
                 if missing_audio == "error":
                     raise MissingStreamError(
-                        describe_source(source),
+                        source.source if prepared else describe_source(source),
                         f"no audio track, but {MODALITY_TOKENS[AUDIO_VISUAL]} needs one; pass use_audio=False for "
                         "video only, or missing_audio='visual_only' / 'silence'",
                     )
@@ -215,25 +239,64 @@ class AVLlmProcessor(ProcessorMixin):
         features = extracted["input_features"] if "input_features" in extracted else extracted["input_values"]
         return features.unflatten(0, (len(waveforms), self.num_audio_segments))
 
-    def _media_inputs(self, items: list[MediaItem]) -> tuple[dict, list[list[float] | None]]:
-        """Decodes the items' media: `pixel_values_videos`, `pixel_values`, `input_features` (those present) and, per
-        video, the timestamps of its sampled frames."""
-        data = {}
-        decoded_videos = [sample_frames(item.source, self.num_frames) for item in items if item.use_video]
-        images = [load_picture(item.source) for item in items if item.kind == "image"]
-        rate = self.feature_extractor.sampling_rate
-        waveforms = [
-            load_waveform(item.source, rate, allow_missing=item.silent_audio) for item in items if item.use_audio
+    def _resized_frames(self, images) -> torch.Tensor:
+        """`(N, 3, H, W)`: the image processor's resize and crop alone (no rescale or normalisation); uint8 for uint8
+        input with the installed processors, so that `_normalized_frames` of it equals the processor's full pass."""
+        return self.image_processor(images=images, do_rescale=False, do_normalize=False, return_tensors="pt")[
+            "pixel_values"
         ]
-        if decoded_videos:
-            frames = [frame for video, _ in decoded_videos for frame in video]
-            pixel_values = self.image_processor(images=frames, return_tensors="pt")["pixel_values"]
-            data["pixel_values_videos"] = pixel_values.unflatten(0, (len(decoded_videos), self.num_frames))
+
+    def _normalized_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """The image processor's remaining steps (rescale, normalisation) on `_resized_frames`' output
+        `(N, 3, H, W)`."""
+        geometric = {
+            name: False for name in ("do_resize", "do_center_crop", "do_pad") if hasattr(self.image_processor, name)
+        }
+        return self.image_processor(images=frames, return_tensors="pt", **geometric)["pixel_values"]
+
+    def prepare_media(
+        self, kind: str, source, use_video: bool = True, use_audio: bool = True, silent_audio: bool = False
+    ) -> PreparedMedia:
+        """Decodes a `"video"`, `"image"` or `"audio"` source once: a video's sampled frames (`use_video`) and its
+        audio track (`use_audio`; `silent_audio`: silence as long as the video, for a file without one), an image, or
+        an audio clip, through the decoding, the image processor's resize and crop and the feature extractor. The
+        processor finishes every item from this (live, or stored by `avllm data prepare`), so both give the same model
+        inputs."""
+        if isinstance(source, PreparedMedia):
+            return source
+        prepared = PreparedMedia(describe_source(source))
+        if kind == "image":
+            prepared.frames = self._resized_frames([load_picture(source)])
+        elif kind == "video" and use_video:
+            frames, prepared.timestamps = sample_frames(source, self.num_frames)
+            prepared.frames = self._resized_frames(list(frames))
+        if kind == "audio" or (kind == "video" and use_audio):
+            rate = self.feature_extractor.sampling_rate
+            waveform = load_waveform(source, rate, allow_missing=silent_audio)
+            prepared.audio_features = self._audio_features([waveform])[0]
+            prepared.has_audio = not silent_audio
+        return prepared
+
+    def _media_inputs(self, items: list[MediaItem]) -> tuple[dict, list[list[float] | None]]:
+        """The items' model inputs: `pixel_values_videos`, `pixel_values`, `input_features` (those present) and, per
+        video, the timestamps of its sampled frames. Each item is decoded (`prepare_media`) unless it comes
+        prepared."""
+        data = {}
+        prepared = [
+            self.prepare_media(item.kind, item.source, item.use_video, item.use_audio, item.silent_audio)
+            for item in items
+        ]
+        videos = [media for item, media in zip(items, prepared, strict=True) if item.use_video]
+        images = [media for item, media in zip(items, prepared, strict=True) if item.kind == "image"]
+        audios = [media for item, media in zip(items, prepared, strict=True) if item.use_audio]
+        if videos:
+            frames = self._normalized_frames(torch.cat([media.frames for media in videos]))
+            data["pixel_values_videos"] = frames.unflatten(0, (len(videos), self.num_frames))
         if images:
-            data["pixel_values"] = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
-        if waveforms:
-            data["input_features"] = self._audio_features(waveforms)
-        return data, [timestamps for _, timestamps in decoded_videos]
+            data["pixel_values"] = self._normalized_frames(torch.cat([media.frames for media in images]))
+        if audios:
+            data["input_features"] = torch.stack([media.audio_features for media in audios])
+        return data, [media.timestamps for media in videos]
 
     # ---- expansion and tokenisation ------------------------------------------------------------------------------
 
@@ -495,4 +558,4 @@ def _flatten(media) -> list:
 
 AVLlmProcessor.register_for_auto_class()
 
-__all__ = ["AVLlmProcessor", "MediaItem", "MISSING_AUDIO_POLICIES"]
+__all__ = ["AVLlmProcessor", "MediaItem", "MISSING_AUDIO_POLICIES", "PreparedMedia"]
