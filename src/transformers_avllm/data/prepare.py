@@ -209,6 +209,7 @@ def with_prepared_media(example: dict, fingerprint: str) -> list[dict]:
             timestamps=payload.get("timestamps"),
             audio_features=_tensor(payload, "audio_features"),
             has_audio=payload["has_audio"],
+            content_sha256=payload.get("content_sha256"),
         )
     return messages
 

@@ -1,12 +1,18 @@
 """AVLlmDataCollator: chat rows with media -> model inputs with labels on assistant replies only."""
 
+from __future__ import annotations
+
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..data.prepare import PREPARED_MEDIA, PreparedDataMismatchError, settings_fingerprint, with_prepared_media
-from ..models.avllm import TOKEN_TYPE_IDS, AVLlmProcessor, MediaError
+from ..models.avllm import TOKEN_TYPE_IDS, AVLlmEncoderOutput, AVLlmProcessor, MediaError
+
+if TYPE_CHECKING:
+    from .tower_cache import TowerCache
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -40,6 +46,8 @@ class AVLlmDataCollator:
         skip_bad_samples: leave out rows whose media cannot be decoded (counted in the logs) instead of raising.
         use_audio: `False` trains every video as video only (`<VIS>`).
         missing_audio: the processor's `missing_audio` policy for videos without an audio track.
+        tower_cache: a `TowerCache` for a stage that freezes the towers: the media are neither decoded nor run
+            through the towers; the batch carries their stored connector inputs as `mm_encoder_outputs`.
     """
 
     processor: AVLlmProcessor
@@ -48,6 +56,7 @@ class AVLlmDataCollator:
     skip_bad_samples: bool = False
     use_audio: bool = True
     missing_audio: str | None = None
+    tower_cache: TowerCache | None = None
 
     def __post_init__(self):
         if self.overflow not in ("error", "drop"):
@@ -63,24 +72,33 @@ class AVLlmDataCollator:
             self._settings_fingerprint = settings_fingerprint(self.processor)
         return with_prepared_media(example, self._settings_fingerprint)
 
+    def resolve_items(self, example: dict):
+        """The example's media items, resolved as the processor renders them (no decoding)."""
+        return self.processor.resolve_conversation(self._messages(example), self.use_audio, self.missing_audio)[1]
+
     def encode(self, example: dict) -> dict[str, torch.Tensor]:
         """One example -> unpadded tensors `(1, L)` + its media tensors. Raises `BadSampleError`, or
         `PreparedDataMismatchError` for a row prepared with other settings than the processor's."""
         sample_id = example.get("id", "<no id>")
         try:
+            messages = self._messages(example)
             encoded = self.processor.apply_chat_template(
-                self._messages(example),
+                messages,
                 tokenize=True,
                 return_dict=True,
                 return_assistant_tokens_mask=True,
                 use_audio=self.use_audio,
                 missing_audio=self.missing_audio,
-                processor_kwargs={"padding": False},
+                processor_kwargs={"padding": False, "decode_media": self.tower_cache is None},
             )
+            if self.tower_cache is not None:
+                items = self.processor.resolve_conversation(messages, self.use_audio, self.missing_audio)[1]
         except PreparedDataMismatchError:
             raise
         except (MediaError, ValueError, KeyError) as err:
             raise BadSampleError(sample_id, str(err)) from err
+        if self.tower_cache is not None:
+            encoded["mm_encoder_outputs"] = self.tower_cache.connector_inputs(sample_id, items)
         input_ids = encoded["input_ids"]
         is_placeholder = encoded["mm_token_type_ids"] != TOKEN_TYPE_IDS["text"]
         labels = input_ids.masked_fill((encoded.pop("assistant_masks") == 0) | is_placeholder, IGNORE_INDEX)
@@ -137,4 +155,12 @@ class AVLlmDataCollator:
             tensors = [row[key] for row in rows if key in row]
             if tensors:
                 batch[key] = torch.cat(tensors)
+        cached = [row["mm_encoder_outputs"] for row in rows if "mm_encoder_outputs" in row]
+        if cached:
+            batch["mm_encoder_outputs"] = {}
+            for kind in ("image", "video", "audio"):
+                parts = [row[kind].connector_inputs for row in cached if kind in row]
+                if parts:
+                    inputs = tuple(torch.cat(part) for part in zip(*parts, strict=True))
+                    batch["mm_encoder_outputs"][kind] = AVLlmEncoderOutput(connector_inputs=inputs)
         return batch

@@ -84,6 +84,7 @@ class PreparedMedia:
         audio_features: `(K, *segment_shape)` float32, the feature extractor's output for the K audio segments (an
             audio file, or a video's own track; silence as long as the video when it has no track).
         has_audio: whether the source has an audio track (`audio_features` are silence otherwise).
+        content_sha256: sha256 of the source file's bytes, when known (what a tower-output cache is keyed by).
     """
 
     source: str
@@ -91,6 +92,7 @@ class PreparedMedia:
     timestamps: list[float] | None = None
     audio_features: torch.Tensor | None = None
     has_audio: bool = False
+    content_sha256: str | None = None
 
 
 def _check_missing_audio(policy: str) -> str:
@@ -360,11 +362,14 @@ class AVLlmProcessor(ProcessorMixin):
         return_tensors="pt",
         generation_spans: list[list[tuple[int, int]]] | None = None,
         return_video_metadata: bool = False,
+        decode_media: bool = True,
         **tokenizer_kwargs,
     ) -> BatchFeature:
+        """`decode_media=False`: the text with its placeholders expanded and no media inputs, for a caller that brings
+        the media's encodings (a tower-output cache)."""
         self._check_modality_tokens(texts, items_per_sample)
         flat = [item for items in items_per_sample for item in items]
-        media, timestamps = self._media_inputs(flat)
+        media, timestamps = self._media_inputs(flat) if decode_media else ({}, [])
         runs = iter(self._replacements(flat, media))
         spans_per_sample = generation_spans or [[] for _ in texts]
         expanded, moved_spans = zip(
