@@ -1,11 +1,12 @@
 """Decode tokens/s with a media prefix / the bare LLM's with a same-length text prefix. Target >= 0.95 (CPU, eager).
+The decode phase is timed from the end of the prefill (`common.decode_tokens_per_second`).
 
     python bench/generate_speed.py                       # eager decoding, dynamic cache
     python bench/generate_speed.py --compiled            # static cache, decode step compiled (inductor on the CPU)
     python bench/generate_speed.py --compiled --backend eager
 
-Besides the speed ratio it counts the Python function calls of one decode step (ours / bare's): a deterministic
-measure of the per-step work `generate` and our wrappers add, which the shared CPU's load does not move.
+Besides the speed ratio it counts, per decode step, the Python function calls and the aten operators (ours / bare's):
+deterministic measures of the per-step work `generate` and our wrappers add, which the shared CPU's load does not move.
 """
 
 import argparse
@@ -13,23 +14,12 @@ import cProfile
 import pstats
 
 import torch
-from common import av_inputs, bare_llm, bench_model, best_seconds
+from common import av_inputs, bare_llm, bench_model, decode_tokens_per_second
 from transformers import CompileConfig
 
 from transformers_avllm.models.avllm import TOKEN_TYPE_IDS
 
 NEW_TOKENS = 48
-
-
-def decode_tokens_per_second(generators: dict) -> dict:
-    """Tokens/s of the decode phase of each generator: time for NEW_TOKENS tokens minus time for 1 (prefill + the
-    first token)."""
-    functions = {}
-    for name, generate in generators.items():
-        functions[(name, "full")] = lambda generate=generate: generate(NEW_TOKENS)
-        functions[(name, "prefill")] = lambda generate=generate: generate(1)
-    times = best_seconds(functions, repeats=5)
-    return {name: (NEW_TOKENS - 1) / (times[(name, "full")] - times[(name, "prefill")]) for name in generators}
 
 
 def calls_per_step(generate) -> float:
@@ -43,6 +33,17 @@ def calls_per_step(generate) -> float:
         return pstats.Stats(profile).total_calls
 
     return (calls(9) - calls(1)) / 8
+
+
+def aten_ops_per_step(generate) -> float:
+    """aten operators run per decode step: operators for 9 new tokens minus those for 1, over 8."""
+
+    def ops(new_tokens):
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+            generate(new_tokens)
+        return sum(event.count for event in profiler.key_averages() if event.key.startswith("aten::"))
+
+    return (ops(9) - ops(1)) / 8
 
 
 def main():
@@ -69,19 +70,28 @@ def main():
 
     with torch.inference_mode():
         generators = {
-            "ours": lambda n: model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, **settings),
-            "bare": lambda n: llm.generate(input_ids=text_ids, max_new_tokens=n, min_new_tokens=n, **settings),
+            "ours": lambda n, processors=None: model.generate(
+                **inputs, max_new_tokens=n, min_new_tokens=n, logits_processor=processors, **settings
+            ),
+            "bare": lambda n, processors=None: llm.generate(
+                input_ids=text_ids, max_new_tokens=n, min_new_tokens=n, logits_processor=processors, **settings
+            ),
         }
-        speeds = decode_tokens_per_second(generators)
+        speeds = decode_tokens_per_second(generators, NEW_TOKENS)
         calls = {name: calls_per_step(generate) for name, generate in generators.items()}
+        ops = {name: aten_ops_per_step(generate) for name, generate in generators.items()}
     ours, bare = speeds["ours"], speeds["bare"]
     mode = f"static cache, compiled ({args.backend})" if args.compiled else "dynamic cache, eager"
     print(f"prefix length {inputs['input_ids'].shape[1]}, {NEW_TOKENS} new tokens, {mode}")
-    print(f"AV-LLM decode   {ours:8.1f} tokens/s, {calls['ours']:.0f} Python calls per step")
-    print(f"bare LLM decode {bare:8.1f} tokens/s, {calls['bare']:.0f} Python calls per step")
+    for name, speed in (("AV-LLM", ours), ("bare LLM", bare)):
+        key = "ours" if name == "AV-LLM" else "bare"
+        print(
+            f"{name:<9} decode {speed:8.1f} tokens/s, per step {calls[key]:.0f} Python calls, {ops[key]:.0f} aten ops"
+        )
     suffix = "_compiled" if args.compiled else ""
     print(f"figure: generate_speed{suffix} {ours / bare:.3f}")
     print(f"figure: generate_calls_per_step_ratio{suffix} {calls['ours'] / calls['bare']:.3f}")
+    print(f"figure: generate_aten_ops_per_step_ratio{suffix} {ops['ours'] / ops['bare']:.3f}")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -40,6 +42,9 @@ from transformers_avllm import AVLlmConfig, AVLlmForConditionalGeneration
 from transformers_avllm.models.avllm import AVLlmEncoderOutput, tower_family
 from transformers_avllm.tiny import tiny_audio_config, tiny_text_config, tiny_vision_config
 from transformers_avllm.training import apply_stage
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import best_seconds, decode_tokens_per_second  # noqa: E402
 
 # Peak HBM bandwidth (TB/s) by a substring of `torch.cuda.get_device_name()`, from the vendors' data sheets; the
 # first match wins (longer names first). `--hbm-tbps` overrides it.
@@ -225,27 +230,6 @@ def prompt(model, system: System, batch_size: int, device, dtype) -> dict:
     }
 
 
-def best_seconds(functions: dict, repeats: int, device) -> dict:
-    """Fastest wall time of each function over interleaved rounds, synchronising the device around each call."""
-
-    def timed(fn):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    for fn in functions.values():
-        timed(fn)
-    timings = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, fn in functions.items():
-            timings[name].append(timed(fn))
-    return {name: min(values) for name, values in timings.items()}
-
-
 def prefill_figures(model, bare, inputs, repeats, device) -> dict:
     """AV forward / (vision tower + audio tower + connectors + bare LLM prefill, each timed alone), and the connectors'
     share of the AV forward."""
@@ -273,7 +257,7 @@ def prefill_figures(model, bare, inputs, repeats, device) -> dict:
                 "llm": lambda: bare(input_ids=text_ids, attention_mask=inputs["attention_mask"], logits_to_keep=1),
             },
             repeats,
-            device,
+            device=device,
         )
     parts = times["vision"] + times["audio"] + times["connectors"] + times["llm"]
     print(
@@ -281,16 +265,6 @@ def prefill_figures(model, bare, inputs, repeats, device) -> dict:
         "bare LLM {llm:.1f}".format(**{name: 1000 * value for name, value in times.items()})
     )
     return {"prefill_overhead": times["av"] / parts, "connector_share": times["connectors"] / times["av"]}
-
-
-def decode_tokens_per_second(generators: dict, new_tokens: int, repeats: int, device) -> dict:
-    """Decode tokens/s of each generator: (new_tokens - 1) / (time for new_tokens - time for 1 token)."""
-    functions = {}
-    for name, generate in generators.items():
-        functions[(name, "full")] = lambda generate=generate: generate(new_tokens)
-        functions[(name, "prefill")] = lambda generate=generate: generate(1)
-    times = best_seconds(functions, repeats, device)
-    return {name: (new_tokens - 1) / (times[(name, "full")] - times[(name, "prefill")]) for name in generators}
 
 
 def decode_figures(model, bare, inputs, compiled: bool, new_tokens, repeats, device) -> dict:
@@ -308,10 +282,12 @@ def decode_figures(model, bare, inputs, compiled: bool, new_tokens, repeats, dev
     with torch.inference_mode():
         speeds = decode_tokens_per_second(
             {
-                "ours": lambda n: model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, **settings),
-                "bare": lambda n: bare.generate(
+                "ours": lambda n, processors: model.generate(
+                    **inputs, max_new_tokens=n, min_new_tokens=n, logits_processor=processors, **settings
+                ),
+                "bare": lambda n, processors: bare.generate(
                     input_ids=text_ids, attention_mask=inputs["attention_mask"], max_new_tokens=n, min_new_tokens=n,
-                    **settings,
+                    logits_processor=processors, **settings,
                 ),
             },
             new_tokens,
@@ -360,7 +336,7 @@ def step_seconds(model, batch, steps: int, device) -> tuple[float, float]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    times = [best_seconds({"step": step}, 1, device)["step"] for _ in range(steps)]
+    times = [best_seconds({"step": step}, 1, device=device)["step"] for _ in range(steps)]
     peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else float("nan")
     return sorted(times)[len(times) // 2], peak
 
@@ -382,7 +358,7 @@ def training_figures(model, system, batch_size, steps, device, dtype) -> dict:
                 "audio": lambda: avllm.get_audio_features(batch["input_features"]),
             },
             steps,
-            device,
+            device=device,
         )
         video = avllm.get_video_features(batch["pixel_values_videos"]).connector_inputs
         audio = avllm.get_audio_features(batch["input_features"]).connector_inputs
