@@ -60,7 +60,7 @@ class _DeferredCount:
         if count.device.type == "cuda":
             self.count = count.to("cpu", non_blocking=True)
             self.ready = torch.cuda.Event()
-            self.ready.record()
+            self.ready.record(torch.cuda.current_stream(count.device))  # the stream the copy was enqueued on
 
     def value(self) -> int:
         if self.ready is not None:
