@@ -239,9 +239,9 @@ def prefill_figures(model, bare, inputs, repeats, device) -> dict:
     segments = inputs["input_features"].flatten(0, 1)
     text_ids = torch.randint_like(inputs["input_ids"], 3, config.text_config.vocab_size - 3)
     with torch.inference_mode():
-        summary, grid = vision.frame_features(avllm.vision_tower, frames, config.vision_feature_layer)
-        summary, grid = summary.unflatten(0, (1, -1)), grid.unflatten(0, (1, -1))
-        sequence = audio.segment_sequence(avllm.audio_tower, segments)
+        features = vision.frame_features(avllm.vision_tower, frames, config.vision_feature_layer)
+        summary, grid = features.pooler_output.unflatten(0, (1, -1)), features.last_hidden_state.unflatten(0, (1, -1))
+        sequence = audio.segment_sequence(avllm.audio_tower, segments).last_hidden_state
 
         def connectors():
             avllm.video_connector(summary, grid)

@@ -6,8 +6,9 @@ from transformers_avllm.models.avllm import AVLlmConfig, tower_family
 
 
 def random_rows(config: AVLlmConfig, modalities: list[str], text_lengths=None, seed: int = 0, padding_side="right"):
-    """Model inputs for rows of the given modalities ("text", "image", "video", "audio", "av"): a few random text
-    tokens, then the row's placeholders, then more text; padded with `pad_token_id` on `padding_side`.
+    """Model inputs for rows of the given modalities ("text", "image", "video", "audio", "av" = video + audio, "all" =
+    video + image + audio): a few random text tokens, then the row's placeholders, then more text; padded with
+    `pad_token_id` on `padding_side`.
 
     Returns (batch dict, list of per-row dicts holding the same row alone, unpadded).
     """
@@ -17,15 +18,15 @@ def random_rows(config: AVLlmConfig, modalities: list[str], text_lengths=None, s
     for modality, length in zip(modalities, text_lengths, strict=True):
         row = {}
         placeholders = []
-        if modality in ("video", "av"):
+        if modality in ("video", "av", "all"):
             size = config.vision_config.image_size
             row["pixel_values_videos"] = torch.randn(1, config.num_frames, 3, size, size, generator=generator)
             placeholders += [config.video_token_id] * config.num_video_tokens
-        if modality == "image":
+        if modality in ("image", "all"):
             size = config.vision_config.image_size
             row["pixel_values"] = torch.randn(1, 3, size, size, generator=generator)
             placeholders += [config.image_token_id] * config.num_image_tokens
-        if modality in ("audio", "av"):
+        if modality in ("audio", "av", "all"):
             segment_shape = tower_family(config.audio_config).input_shape(config.audio_config)
             row["input_features"] = torch.randn(1, config.num_audio_segments, *segment_shape, generator=generator)
             placeholders += [config.audio_token_id] * config.num_audio_tokens

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -133,7 +134,7 @@ class OpenAIStub:
     def start(self) -> OpenAIStub:
         if self._server is not None:
             return self
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler_class(self))
+        self._server = _Server(("127.0.0.1", 0), _make_handler_class(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="openai-stub", daemon=True)
         self._thread.start()
@@ -190,6 +191,13 @@ class OpenAIStub:
             )
             self.requests.append(request)
         return request
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        """A client that hung up before a delayed reply (its timeout) is expected; anything else is printed."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _make_handler_class(stub: OpenAIStub):

@@ -17,19 +17,22 @@ OPTIONS = {
     ],
     "data synth": ["--num-test", "--num-train", "--output-dir", "--seed"],
     "data prepare": ["--data", "--media-root", "--output", "--processor", "--shard-size", "--split", "--workers"],
-    "export": ["--eval-report", "--license", "--model", "--output", "--processor", "--repo-id"],
+    "export": ["--eval-report", "--license", "--model", "--output", "--processor", "--repo-id", "--space"],
     "push": ["--private", "--repo-id"],
     "eval": [
         "--batch-size", "--data", "--dtype", "--grounding", "--judge-api-key-env", "--judge-cache", "--judge-endpoint",
         "--judge-local", "--judge-model", "--limit", "--max-new-tokens", "--media-root", "--model", "--output",
-        "--print-json", "--seed", "--task",
+        "--print-json", "--seed", "--subset", "--task",
     ],
     "curate": [
-        "--api-key-env", "--asr", "--audio-labels", "--audio-tagger", "--caption-prompt", "--captioner", "--device",
+        "--api-key-env", "--asr", "--audio-caption-prompt", "--audio-captioner", "--audio-labels", "--audio-tagger",
+        "--caption-prompt", "--captioner", "--device",
         "--llm", "--llm-endpoint", "--llm-model", "--max-tokens", "--mix", "--num-audio-segments", "--num-frames",
         "--num-samples", "--out", "--private", "--push-to-hub", "--requests-per-minute", "--seed", "--temperature",
         "--templates", "--videos", "--workers",
     ],
+    "chat": ["--audio", "--device", "--dtype", "--image", "--max-new-tokens", "--mute", "--prompt", "--video"],
+    "web": ["--device", "--dtype", "--host", "--max-new-tokens", "--port", "--share"],
 }  # fmt: skip
 
 
@@ -42,7 +45,7 @@ def help_text(argv: list[str], capsys) -> str:
 
 def test_every_command_is_listed(capsys):
     usage = help_text([], capsys)
-    assert "{quickstart,demo,data,export,push,eval,curate,train}" in usage
+    assert "{quickstart,demo,data,export,push,eval,curate,chat,web,train}" in usage
 
 
 @pytest.mark.parametrize("command", sorted(OPTIONS))

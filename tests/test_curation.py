@@ -33,6 +33,9 @@ from transformers import (
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
+    Qwen2AudioConfig,
+    Qwen2AudioForConditionalGeneration,
+    Qwen2AudioProcessor,
     RobertaTokenizerFast,
     WhisperConfig,
     WhisperFeatureExtractor,
@@ -47,6 +50,7 @@ from transformers_avllm import AVLlmForConditionalGeneration
 from transformers_avllm.cli import main
 from transformers_avllm.curation import (
     TABLE10_MIX,
+    AudioCaptioner,
     AudioTagger,
     CurationError,
     FrameCaptioner,
@@ -62,10 +66,11 @@ from transformers_avllm.curation import (
     plan_jobs,
     push_dataset,
 )
+from transformers_avllm.curation.context import AUDIO_CAPTION_PROMPT, AUDIO_LABELS_FILE, read_labels
 from transformers_avllm.curation.templates import SAMPLE_TYPES, TASKS, TEMPLATE_DIR
 from transformers_avllm.export import HubAuthError
 from transformers_avllm.llm_client import MalformedReply, OpenAIChatBackend
-from transformers_avllm.models.avllm import load_video
+from transformers_avllm.models.avllm import load_audio, load_video, split_audio_segments
 from transformers_avllm.tiny import build_processor, build_tokenizer, tiny_config, tiny_text_config, tiny_vision_config
 from transformers_avllm.training import AVLlmSFTTrainer, load_av_dataset
 
@@ -228,6 +233,34 @@ def save_llm(folder):
     return str(folder)
 
 
+def save_qwen2_audio(folder):
+    """A random Qwen2-Audio (Whisper-style encoder + Qwen2 LLM, with its processor's chat template): an
+    audio-text-to-text model of transformers' any-to-any pipeline. Writes at least 3 words."""
+    tokenizer = build_tokenizer(
+        ["a dog is barking loudly in the rain describe the audio in one sentence . system you are helpful assistant"],
+        vocab_size=96,
+        media_tokens=False,
+    )
+    audio_tokens = ["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
+    tokenizer.add_special_tokens({"extra_special_tokens": ["<|im_start|>", "<|im_end|>", *audio_tokens]})
+    extractor = WhisperFeatureExtractor(feature_size=16, sampling_rate=16000, chunk_length=1, hop_length=160)
+    config = Qwen2AudioConfig(
+        audio_config=dict(
+            d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, num_mel_bins=16,
+            max_source_positions=50,
+        ),
+        text_config=tiny_text_config("qwen2", vocab_size=len(tokenizer)).to_dict(),
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = Qwen2AudioForConditionalGeneration(config)
+    model.generation_config.min_new_tokens = 3
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model.save_pretrained(folder)
+    Qwen2AudioProcessor(extractor, tokenizer).save_pretrained(folder)  # with Qwen2-Audio's default chat template
+    return str(folder)
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("perception")
@@ -238,6 +271,7 @@ def checkpoints(tmp_path_factory):
         "whisper": save_whisper(root / "whisper"),
         "llava": save_llava(root / "llava"),
         "llm": save_llm(root / "llm"),
+        "qwen2_audio": save_qwen2_audio(root / "qwen2_audio"),
     }
 
 
@@ -460,6 +494,50 @@ def test_chat_captioners_are_asked_the_caption_prompt(media, checkpoints, monkey
     ] * 3
 
 
+def test_audio_captioner_asks_the_caption_prompt_as_transformers_would(media, checkpoints):
+    """Audio captions (AV-LLM section 3.3's <AC>) from an audio-text-to-text model through transformers' pipeline:
+    the same text as the model's processor + generate, asked the caption prompt."""
+    captioner = AudioCaptioner(checkpoints["qwen2_audio"], max_new_tokens=6)
+    assert captioner.sampling_rate == 16000 and captioner.prompt == AUDIO_CAPTION_PROMPT
+    segments = split_audio_segments(load_audio(media / "street.mp4", 16000), 2)
+    captions = captioner(segments)
+
+    processor = Qwen2AudioProcessor.from_pretrained(checkpoints["qwen2_audio"])
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(checkpoints["qwen2_audio"]).eval()
+    for segment, caption in zip(segments, captions, strict=True):
+        asked = processor.apply_chat_template(captioner.messages(segment), tokenize=False, add_generation_prompt=True)
+        assert asked.endswith(f"<|audio_eos|>\n{AUDIO_CAPTION_PROMPT}<|im_end|>\n<|im_start|>assistant\n")
+        inputs = processor(text=[asked], audio=[segment], return_tensors="pt")
+        generated = model.generate(**inputs, max_new_tokens=6)
+        expected = processor.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
+        assert caption == expected.strip() and len(caption.split()) >= 3
+
+    without_template = pipeline("any-to-any", model=checkpoints["qwen2_audio"])
+    without_template.processor.chat_template = None
+    with pytest.raises(ValueError, match="no chat template"):
+        AudioCaptioner(without_template)
+
+
+def test_audio_context_is_captions_with_the_tags_as_fallback(media, checkpoints, perception):
+    captioner = AudioCaptioner(checkpoints["qwen2_audio"], max_new_tokens=5)
+    captions = Perception(perception.captioner, audio_captioner=captioner)
+    street = describe_media(media / "street.mp4", media, captions, num_frames=2, num_segments=2)
+    assert street.sample_types == ("audio", "visual", "audio_visual")
+    expected = captioner(split_audio_segments(load_audio(media / "street.mp4", 16000), 2))
+    assert [segment["caption"] for segment in street.segments] == expected
+    assert all("tags" not in segment for segment in street.segments)
+    assert [(s["start"], s["end"]) for s in street.segments] == [(0.0, 0.5), (0.5, 1.0)]
+    assert street.audio_text().splitlines() == [f"[0.0-0.5s] {expected[0]}", f"[0.5-1.0s] {expected[1]}"]
+    # both: the caption, then the sound events; the tagger alone: its tags, as before
+    both = describe_media(media / "tone.wav", media, Perception(tagger=perception.tagger, audio_captioner=captioner))
+    line = both.audio_text().splitlines()[0]
+    assert line.startswith(f"[0.0-0.3s] {both.segments[0]['caption']}; sound events: ")
+    assert re.search(r"; sound events: [a-z ]+ \(\d\.\d\d\)", line)
+    tags_only = describe_media(media / "tone.wav", media, Perception(tagger=perception.tagger))
+    assert all("caption" not in segment for segment in tags_only.segments)
+    assert tags_only.audio_text().splitlines()[0].startswith("[0.0-0.3s] ")
+
+
 # ---- the pipeline over HTTP --------------------------------------------------------------------------------------
 
 MIX = "conversation/audio_visual=2,conversation/visual=1,description/audio=2,reasoning/visual=1,reasoning/audio=1"
@@ -632,7 +710,8 @@ def test_duplicate_conversations_are_dropped(media, perception, tmp_path):
 
 def test_cli_with_a_local_llm_and_an_audio_classifier(media, checkpoints, tmp_path, capsys):
     argv = ["curate", "--videos", str(media), "--out", str(tmp_path), "--llm", checkpoints["llm"]]
-    argv += ["--captioner", checkpoints["blip"], "--audio-tagger", checkpoints["ast"], "--num-frames", "2"]
+    argv += ["--captioner", checkpoints["blip"], "--audio-captioner", "none", "--audio-tagger", checkpoints["ast"]]
+    argv += ["--num-frames", "2"]
     argv += ["--mix", "description/audio=1,conversation/visual=1", "--num-samples", "4", "--max-tokens", "6"]
     main(argv)
     printed = capsys.readouterr().out
@@ -646,6 +725,36 @@ def test_cli_with_a_local_llm_and_an_audio_classifier(media, checkpoints, tmp_pa
     assert tags and tags <= set(SOUND_LABELS)
     with pytest.raises(SystemExit, match="needs an LLM"):
         main(["curate", "--videos", str(media), "--out", str(tmp_path)])
+
+
+def test_cli_asks_an_audio_captioner_and_falls_back_to_clap_tags(media, checkpoints, tmp_path, monkeypatch):
+    def curate_cli(output, *options):
+        argv = ["curate", "--videos", str(media), "--out", str(output), "--llm-endpoint", stub.base_url]
+        argv += ["--llm-model", "m", "--captioner", "none", "--mix", "description/audio=1", "--num-samples", "2"]
+        main([*argv, "--num-audio-segments", "2", *options])
+        return [row for row in read_jsonl(output / "contexts.jsonl") if row.get("has_audio")]
+
+    made = []
+
+    class Recorded(AudioCaptioner):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr("transformers_avllm.curation.AudioCaptioner", Recorded)
+    monkeypatch.setattr("transformers_avllm.curation.context.DEFAULT_AUDIO_TAGGER", checkpoints["clap"])
+    with OpenAIStub(good_reply) as stub:
+        options = ["--audio-captioner", checkpoints["qwen2_audio"], "--audio-caption-prompt", "What do you hear?"]
+        captioned = curate_cli(tmp_path / "captions", *options)
+        prompts = [request.prompt for request in stub.requests]
+        tagged = curate_cli(tmp_path / "tags", "--audio-captioner", "none")  # the default tagger then: CLAP
+    assert len(made) == 1 and made[0].prompt == "What do you hear?"
+    segments = [segment for row in captioned for segment in row["segments"]]
+    assert len(captioned) == 3 and all(segment["caption"] and "tags" not in segment for segment in segments)
+    assert any(f"] {segments[0]['caption']}" in text for text in prompts)  # what the LLM was shown
+    shipped = set(read_labels(AUDIO_LABELS_FILE))  # CLAP, zero-shot against the shipped labels
+    tags = [segment for row in tagged for segment in row["segments"]]
+    assert len(tags) == 6 and all("caption" not in s and {label for label, _ in s["tags"]} <= shipped for s in tags)
 
 
 def test_push_dataset_uploads_with_the_hub_api(curated, monkeypatch):

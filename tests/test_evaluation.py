@@ -24,6 +24,7 @@ from openai_stub import (
     openai_stub_fixture,  # noqa: F401  (the `openai_stub` fixture)
     sequence,
 )
+from PIL import Image
 from transformers import LlamaForCausalLM
 
 import transformers_avllm.evaluation.judges as judges_module
@@ -53,7 +54,9 @@ from transformers_avllm.evaluation import (
 )
 from transformers_avllm.evaluation.benchmarks.audio import CAPTION_PROMPT, TUT2017_LABELS, TUT2017_QUESTION
 from transformers_avllm.evaluation.benchmarks.audio_visual import AVSSD_QUESTION
+from transformers_avllm.evaluation.figures import report_figure
 from transformers_avllm.evaluation.judges import MalformedJudgement, judge_messages
+from transformers_avllm.evaluation.scoring import chance_accuracy
 from transformers_avllm.evaluation.tasks import MC_HINT, SHORT_ANSWER_HINT
 from transformers_avllm.export import build_model_card, export_pretrained
 from transformers_avllm.llm_client import LLMUnavailable
@@ -856,6 +859,43 @@ VCGPT_TEMPORAL = [
     {"Q": "What does the man do after shoveling?", "A": "He walks back into the house.", "video_name": "v_p1QGn0IzfW0"}
 ]
 
+MSVC_RECORDS = [
+    {
+        "video_path": "msvd/-4wsuPCjDBc_5_15.avi",
+        "question": "Describe the video in detail.",
+        "captions": ["a man slices a tomato on a board", "someone is cutting a red tomato with a knife"],
+    },
+    {
+        "video_path": "msrvtt/video7020.mp4",
+        "question": "Please describe this video.",
+        "captions": ["a woman sings on a stage", "a singer performs a song for a crowd", "a woman is singing"],
+    },
+    {
+        "video_path": "msvd/-4wsuPCjDBc_5_15.avi",
+        "question": "What happens in this video?",
+        "captions": ["a man slices a tomato on a board", "someone is cutting a red tomato with a knife"],
+    },
+]
+
+
+def msvc(root, media):
+    # MSVC (DAMO-NLP-SG/Multi-Source-Video-Captioning): msvc.json [{"video_path", "question", "captions"}], video_path
+    # relative to the MSVC folder (VideoLLaMA 2's scripts/eval/eval_video_cap_msvc.sh: --video-folder eval/MSVC
+    # --question-file eval/MSVC/msvc.json); ids <video stem>_<k> as its eval_video_cap_msvc_*.py key them
+    data = write_json(root / "MSVC" / "msvc.json", MSVC_RECORDS)
+    place(media["avi"], root / "MSVC/msvd/-4wsuPCjDBc_5_15.avi")
+    place(media["av"], root / "MSVC/msrvtt/video7020.mp4")
+    ids = ["-4wsuPCjDBc_5_15_0", "video7020_0", "-4wsuPCjDBc_5_15_1"]
+    return (
+        data,
+        root / "MSVC",
+        [
+            expect(key, record["question"], record["captions"], [("video", f"MSVC/{record['video_path']}")])
+            for key, record in zip(ids, MSVC_RECORDS, strict=True)
+        ],
+    )
+
+
 FIXTURES = {
     "msrvtt_qa": msrvtt_qa,
     "msvd_qa": msvd_qa,
@@ -878,6 +918,7 @@ FIXTURES = {
     "videochatgpt_generic": videochatgpt_qa("generic_qa.json", VCGPT_GENERIC),
     "videochatgpt_temporal": videochatgpt_qa("temporal_qa.json", VCGPT_TEMPORAL),
     "videochatgpt_consistency": videochatgpt_qa("consistency_qa.json", VCGPT_CONSISTENCY),
+    "msvc": msvc,
 }
 
 
@@ -937,6 +978,78 @@ def test_loader_errors_duplicate_ids_and_unknown_tasks(tmp_path, media):
     # a missing video resolves to the benchmark's own file name (it fails at decoding time, recorded as an error)
     write_json(data, [{"answer": "x", "id": 1, "question": "q?", "video_id": 9999}])
     assert get_task("msrvtt_qa").load(data, media_root)[0].media[0]["path"] == str(media_root / "video9999.mp4")
+
+
+# The decoding each benchmark's paper states. VideoLLaMA 2 (003), section 4.1.3: "we use greedy search for all
+# benchmarks except MSVC, where we apply sampling with a temperature of 0.2"; AV-LLM (000: MSRVTT-QA, Clotho,
+# AudioCaps) and 001 (Video-ChatGPT) say nothing about decoding: greedy.
+SAMPLED_AT = {"msvc": 0.2}
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_decoding_follows_the_benchmarks_paper(task):
+    kwargs = TASKS[task].generation_kwargs()
+    if task in SAMPLED_AT:
+        assert (kwargs["do_sample"], kwargs["temperature"]) == (True, SAMPLED_AT[task])
+    else:
+        assert kwargs["do_sample"] is False and "temperature" not in kwargs
+
+
+def avsd_dialogs(count: int, turns: int) -> dict:
+    return {
+        "dialogs": [
+            {
+                "image_id": f"V{index:03d}",
+                "caption": "c",
+                "summary": "s",
+                "dialog": [{"question": f"question {index} {turn}?", "answer": "yes"} for turn in range(turns)],
+            }
+            for index in range(count)
+        ]
+    }
+
+
+def test_one_eighth_subset_of_avsd_and_avssd_as_videollama2_evaluates(tmp_path, media):
+    """VideoLLaMA 2, section 4.2.1: "For AVSSD and AVSD ... We randomly sample one-eighth of the dataset as a subset
+    for evaluation". The draw depends on the ids only: the same for every run, whatever the file's order."""
+    assert {name for name, spec in TASKS.items() if spec.subsets} == {"avsd", "avssd"}
+    assert [subset.name for subset in TASKS["avsd"].subsets] == ["one_eighth"]
+    data = write_json(tmp_path / "avsd.json", avsd_dialogs(10, 4))  # 40 samples -> 5
+    spec = get_task("avsd")
+    everything = spec.load(data, tmp_path)
+    subset = spec.load(data, tmp_path, subset="one_eighth")
+    assert len(everything) == 40 and len(subset) == 5
+    assert [s.id for s in subset] == [s.id for s in everything if s in subset]  # the benchmark's order
+    dialogs = avsd_dialogs(10, 4)
+    write_json(data, {"dialogs": dialogs["dialogs"][::-1]})
+    assert {s.id for s in spec.load(data, tmp_path, subset="one_eighth")} == {s.id for s in subset}
+    assert (
+        spec.load(data, tmp_path, subset="one_eighth", limit=2) == spec.load(data, tmp_path, subset="one_eighth")[:2]
+    )
+    # AVSSD's test rows, the same way; a tiny benchmark keeps at least one sample
+    rows = "".join(f"vid{index:04d},{index},dog barking,test\n" for index in range(16))
+    csv = write_text(tmp_path / "vggsound.csv", rows)
+    assert len(get_task("avssd").load(csv, tmp_path, subset="one_eighth")) == 2
+    write_json(data, avsd_dialogs(1, 3))
+    assert len(spec.load(data, tmp_path, subset="one_eighth")) == 1
+    with pytest.raises(KeyError, match="msrvtt_qa has no subset 'one_eighth'; its subsets: none"):
+        get_task("msrvtt_qa").subset("one_eighth")
+    with pytest.raises(SystemExit, match="avllm eval: msrvtt_qa has no subset 'one_eighth'"):
+        cli_main(["eval", "--model", "unused", "--task", "msrvtt_qa", "--data", str(data), "--subset", "one_eighth"])
+
+
+def test_evaluating_a_subset_answers_only_its_samples(tmp_path, media):
+    data = write_json(tmp_path / "avsd.json", avsd_dialogs(10, 4))
+    for index in range(10):
+        place(media["av"], tmp_path / f"V{index:03d}.mp4")
+    model = scripted("avsd", data, tmp_path, lambda *row: "yes", ["yes"])
+    output = tmp_path / "out.jsonl"
+    report = run(model, "avsd", data, tmp_path, output, subset="one_eighth")
+    subset = get_task("avsd").load(data, tmp_path, subset="one_eighth")
+    assert list(predictions(output)) == [sample.id for sample in subset] and len(model.rows) == 5
+    assert (report["subset"], report["num_samples"], report["counts"]["scored"]) == ("one_eighth", 5, 5)
+    assert run(model, "avsd", data, tmp_path, output)["subset"] is None  # the whole benchmark: the rest answered
+    assert len(predictions(output)) == 40 and len(model.rows) == 40
 
 
 # ---- a scripted model: known answers from the real processor's inputs --------------------------------------------
@@ -1109,7 +1222,7 @@ def test_multiple_choice_end_to_end_extracts_letters_and_scores_accuracy(
 CLOTHO_PREDICTIONS = ["A machine whines loudly.", "Birds are chirping in a park, and people talk.", "rain on a roof"]
 
 
-def test_caption_end_to_end_samples_at_t02_and_scores_cider_against_pycocoevalcap(tmp_path, media, monkeypatch):
+def test_caption_end_to_end_decodes_greedily_and_scores_cider_against_pycocoevalcap(tmp_path, media, monkeypatch):
     from pycocoevalcap.cider.cider import Cider
 
     monkeypatch.setattr(metrics_module.shutil, "which", lambda name: None)  # no Java: SPICE unavailable anywhere
@@ -1125,7 +1238,7 @@ def test_caption_end_to_end_samples_at_t02_and_scores_cider_against_pycocoevalca
         prompt.endswith(f"{CAPTION_PROMPT} ASSISTANT:") and heard and not seen for prompt, heard, seen in model.rows
     )
     kwargs = model.calls[0]["kwargs"]
-    assert (kwargs["do_sample"], kwargs["temperature"], kwargs["max_new_tokens"]) == (True, 0.2, 64)
+    assert (kwargs["do_sample"], kwargs["max_new_tokens"]) == (False, 64) and "temperature" not in kwargs
     gts = {key: [" ".join(tokenize_caption(ref)) for ref in CLOTHO_CAPTIONS[key]] for key in ids}
     res = {
         key: [" ".join(tokenize_caption(prediction))] for key, prediction in zip(ids, CLOTHO_PREDICTIONS, strict=True)
@@ -1459,6 +1572,104 @@ def test_consistency_asks_both_questions_and_judges_the_pair(tmp_path, media, op
     assert "Predicted Answer to Question 1: snow\nPredicted Answer to Question 2: the snow\n" in prompt
 
 
+# VideoLLaMA 2's MSVC judge prompts, quoted from videollama2/eval/eval_video_cap_msvc_correctness.py and
+# eval_video_cap_msvc_detailedness.py (DAMO-NLP-SG/VideoLLaMA2 @ 28e728b), with their {question}, {answer} (= str of
+# the captions list) and {pred} fields.
+MSVC_JUDGE = {
+    "caption_correctness": (
+        "You are an intelligent chatbot designed for evaluating the factual accuracy of generative outputs for "
+        "video-based question-answer pairs. Your task is to compare the predicted answer with these correct answers "
+        "and determine if they are factually consistent. Here's how you can accomplish the task:------##INSTRUCTIONS: "
+        "- Focus on the factual consistency between the predicted answer and the correct answer. The predicted answer "
+        "should not contain any misinterpretations or misinformation.\n- The predicted answer must be factually "
+        "accurate and align with the video content.\n- Consider synonyms or paraphrases as valid matches.\n- Evaluate "
+        "the factual accuracy of the prediction compared to the answer.",
+        "Please evaluate the following video-based question-answer pair:\n\nQuestion: {question}\nCorrect Answers: "
+        "{answer}\nPredicted Answer: {pred}\n\nProvide your evaluation only as a factual accuracy score where the "
+        "factual accuracy score is an integer value between 0 and 5, with 5 indicating the highest level of factual "
+        "consistency. Please generate the response in the form of a Python dictionary string with keys 'score', where "
+        "its value is the factual accuracy score in INTEGER, not STRING.DO NOT PROVIDE ANY OTHER OUTPUT TEXT OR "
+        "EXPLANATION. Only provide the Python dictionary string. For example, your response should look like this: "
+        "{{''score': 4.8}}.",
+    ),
+    "caption_detailedness": (
+        "You are an intelligent chatbot designed for evaluating the detail orientation of generative outputs for "
+        "video-based question-answer pairs. Your task is to compare the predicted answer with these correct answers "
+        "and determine its level of detail, considering both completeness and specificity. Here's how you can "
+        "accomplish the task:------##INSTRUCTIONS: - Check if the predicted answer covers all major points from the "
+        "video. The response should not leave out any key aspects.\n- Evaluate whether the predicted answer includes "
+        "specific details rather than just generic points. It should provide comprehensive information that is tied "
+        "to specific elements of the video.\n- Consider synonyms or paraphrases as valid matches.\n- Provide a single "
+        "evaluation score that reflects the level of detail orientation of the prediction, considering both "
+        "completeness and specificity.",
+        "Please evaluate the following video-based question-answer pair:\n\nQuestion: {question}\nCorrect Answers: "
+        "{answer}\nPredicted Answer: {pred}\n\nProvide your evaluation only as a detail orientation score where the "
+        "detail orientation score is an integer value between 0 and 5, with 5 indicating the highest level of detail "
+        "orientation. Please generate the response in the form of a Python dictionary string with keys 'score', where "
+        "its value is the detail orientation score in INTEGER, not STRING.DO NOT PROVIDE ANY OTHER OUTPUT TEXT OR "
+        "EXPLANATION. Only provide the Python dictionary string. For example, your response should look like this: "
+        "{{''score': 4.8}}.",
+    ),
+}
+MSVC_CAPTIONS = {  # question -> (the model's caption, correctness, detailedness)
+    "Describe the video in detail": ("a man is cutting a tomato", 4, 2),
+    "Please describe this video": ("a woman sings", 3, 1),
+    "What happens in this video": ("a dog runs in a park", 0, 3),
+}
+
+
+def test_msvc_samples_at_t02_and_is_judged_for_correctness_and_detail_against_all_captions(
+    tmp_path, media, openai_stub
+):
+    """VideoLLaMA 2, section 4.1: MSVC captions decoded by "sampling with a temperature of 0.2", judged by GPT for
+    "Correctness of Information and Detailed Orientation" with the prompts of its MSVC evaluation scripts."""
+    scores = {caption: (c, d) for caption, c, d in MSVC_CAPTIONS.values()}
+
+    def reply(request):
+        caption = re.search(r"Predicted Answer: (.*)\n", request.messages[1]["content"]).group(1)
+        return f"{{'score': {scores[caption][criterion_of(request) == 'caption_detailedness']}}}"
+
+    openai_stub.handler = reply
+    data, media_root, expected = build_case("msvc", tmp_path / "data", media)
+    answers = {question: caption for question, (caption, _, _) in MSVC_CAPTIONS.items()}
+    model = scripted("msvc", data, media_root, by_question(answers), answers.values())
+    output = tmp_path / "msvc.jsonl"
+    report = run(model, "msvc", data, None, output, judge=build_judge(openai_stub.base_url, "gpt-3.5-turbo"))
+
+    assert all(
+        (call["kwargs"]["do_sample"], call["kwargs"]["temperature"], call["kwargs"]["max_new_tokens"])
+        == (True, 0.2, 1024)
+        for call in model.calls
+    )
+    assert report["decoding"] == {"max_new_tokens": 1024, "do_sample": True, "temperature": 0.2}
+    assert all(prompt.endswith("? ASSISTANT:") or prompt.endswith(". ASSISTANT:") for prompt, _, _ in model.rows)
+    assert predictions(output) == {
+        item["id"]: answers[item["question"].rstrip(".?")] for item in expected
+    }  # the question of each record, asked as it is
+    requests = openai_stub.requests_to("/v1/chat/completions")
+    assert sorted(criterion_of(request) for request in requests) == sorted(list(MSVC_JUDGE) * 3)
+    for request in requests:
+        criterion = criterion_of(request)
+        caption = re.search(r"Predicted Answer: (.*)\n", request.messages[1]["content"]).group(1)
+        record = next(r for r in MSVC_RECORDS if answers[r["question"].rstrip(".?")] == caption)
+        system, user = MSVC_JUDGE[criterion]
+        fields = {"question": record["question"], "answer": str(record["captions"]), "pred": caption}
+        assert request.messages == [
+            {"role": "system", "content": system},
+            {"role": "user", "content": user.format(**fields)},
+        ]
+    assert report["metrics"] == {
+        "caption_correctness": pytest.approx(7 / 3),
+        "caption_detailedness": pytest.approx(2.0),
+        "score": pytest.approx((7 / 3 + 2) / 2),
+    }
+    assert report["primary_metric"] == "score" and report["chance"] is None
+    assert report["hub_task"] == "video-captioning" and report["counts"]["by_modality"] == {
+        "visual": 2,
+        "audio_visual": 1,
+    }
+
+
 def test_local_transformers_judge(tmp_path):
     from transformers_avllm.tiny import tiny_text_config
 
@@ -1779,8 +1990,8 @@ def test_interrupted_run_resumes_without_recomputing_finished_samples(tmp_path, 
     report = run(resumed, "msrvtt_qa", data, media_root, output, batch_size=1)
     assert len(resumed.rows) == 2 and not any("who is speaking" in prompt for prompt, _, _ in resumed.rows)
     assert predictions(output) == predictions(tmp_path / "full.jsonl")
-    assert {k: v for k, v in report.items() if k != "output"} == {
-        k: v for k, v in uninterrupted.items() if k != "output"
+    assert {k: v for k, v in report.items() if k not in ("output", "figure")} == {
+        k: v for k, v in uninterrupted.items() if k not in ("output", "figure")
     }
     ids = []
     for line in output.read_text().splitlines():
@@ -1915,6 +2126,87 @@ def test_grounding_mutes_audio_clips_with_silence_and_skips_blanking(tmp_path, m
     assert (rows["no_video", "all"]["n"], rows["no_video", "all"]["full"]) == (0, None)
 
 
+# ---- the report figure -------------------------------------------------------------------------------------------
+
+
+def bar_heights(axes) -> list[float]:
+    return [bar.get_height() for bar in axes.patches]
+
+
+def chance_lines(axes) -> list[float]:
+    """The y of each dotted chance line (`hlines`) drawn on `axes`."""
+    return [float(segment[0][1]) for lines in axes.collections for segment in lines.get_segments()]
+
+
+def test_report_figure_has_the_metrics_and_the_grounding_table_with_chance_lines(tmp_path, media):
+    answers = {  # the first question is answered from the sound, the second from the picture
+        "How many objects": lambda heard, seen: "(B)" if heard else "(A)",
+        "Which object was put": lambda heard, seen: "(A)" if seen else "(C)",
+        "Is the camera": "(B)",
+    }
+    data, media_root, _ = build_case("perception_test", tmp_path / "data", media)
+    model = scripted("perception_test", data, media_root, by_question(answers), ["(A) (B) (C)"])
+    output = tmp_path / "perception_test.jsonl"
+    report = run(model, "perception_test", data, media_root, output, grounding=True)
+    assert report["metrics"] == {"accuracy": 1.0} and report["chance"] == pytest.approx(1 / 3)  # three options each
+
+    figure = report_figure(report)
+    metrics, grounding = figure.axes
+    assert metrics.get_title() == "Perception-Test (3 scored)" and metrics.get_ylabel() == "fraction of samples"
+    assert [label.get_text() for label in metrics.get_xticklabels()] == ["accuracy"]
+    assert bar_heights(metrics) == [1.0] and chance_lines(metrics) == [pytest.approx(1 / 3)]
+    rows = report["grounding"]["rows"]
+    assert [label.get_text() for label in grounding.get_xticklabels()] == [
+        "muted: all (n=2)",
+        "muted: audio_visual (n=2)",
+        "blanked: all (n=3)",
+        "blanked: audio_visual (n=2)",
+        "blanked: visual (n=1)",
+    ]
+    # the full bars, then the ablated ones; muting loses the sound question, blanking the picture question
+    assert bar_heights(grounding) == pytest.approx([1, 1, 1, 1, 1, 0.5, 0.5, 2 / 3, 0.5, 1])
+    assert bar_heights(grounding) == pytest.approx([r["full"] for r in rows] + [r["ablated"] for r in rows])
+    assert (
+        chance_lines(grounding) == pytest.approx([1 / 3] * 5)
+        and [r["chance"] for r in rows] == [pytest.approx(1 / 3)] * 5
+    )
+    assert grounding.get_legend_handles_labels()[1] == ["chance", "full", "ablated"]
+
+    png = Image.open(report["figure"])  # written beside the report's JSON
+    assert report["figure"] == str(output.with_suffix(".report.png")) and png.format == "PNG"
+    assert png.size == (1000, 400)  # two 5 x 4 in panels at 100 dpi
+    png.verify()
+
+
+def test_report_figure_panels_per_scale_and_no_chance_line_without_options():
+    report = {  # open-ended QA with a judge: fractions and a 0-5 score, no option to guess
+        "dataset": "MSRVTT-QA",
+        "metrics": {"exact_match": 0.2, "normalized_match": 0.4, "accuracy": 0.5, "score": 3.1},
+        "counts": {"scored": 10},
+        "chance": None,
+    }
+    fractions, judge = report_figure(report).axes
+    assert bar_heights(fractions) == [0.2, 0.4, 0.5] and bar_heights(judge) == [3.1]
+    assert (fractions.get_ylim(), judge.get_ylim()) == ((0.0, 1.05), (0.0, 5.25))
+    assert judge.get_ylabel() == "judge score (0-5)" and chance_lines(fractions) == chance_lines(judge) == []
+    captions = {"dataset": "Clotho", "metrics": {"cider": 0.42, "spice": None, "spider": None}, "counts": {}}
+    (cider,) = report_figure(captions).axes
+    assert bar_heights(cider) == [0.42] and cider.get_ylabel() == "CIDEr-D / SPIDEr"
+    (empty,) = report_figure({"dataset": "MSVC", "metrics": {}, "counts": {}}).axes
+    assert empty.texts[0].get_text() == "MSVC: no metric computed"
+
+
+def test_chance_is_the_mean_of_one_over_the_options_of_the_scored_samples():
+    records = [
+        {"prediction": "A", "choices": ["a", "b", "c"], "answer_index": 0},
+        {"prediction": "A", "choices": ["a", "b", "c", "d", "e"], "answer_index": 4},
+        {"prediction": "A", "choices": ["a", "b"], "answer_index": None},  # hidden answer: not scored
+        {"error": "no file", "choices": ["a", "b"], "answer_index": 1},
+    ]
+    assert chance_accuracy(TASKS["egoschema"], records) == pytest.approx((1 / 3 + 1 / 5) / 2)
+    assert chance_accuracy(TASKS["msrvtt_qa"], [{"prediction": "x", "references": ["x"]}]) is None
+
+
 # ---- the real tiny model, the CLI, data parallel, the model card -------------------------------------------------
 
 
@@ -1973,6 +2265,28 @@ def test_real_tiny_model_end_to_end_matches_direct_generation(tmp_path, media):
     assert report["decoding"] == {"max_new_tokens": 4, "do_sample": False}
 
 
+def test_msvc_sampling_with_the_real_tiny_model_is_seeded(tmp_path, media):
+    """MSVC is decoded by sampling (T = 0.2): the same --seed gives the same captions, another seed others."""
+    data, media_root, _ = build_case("msvc", tmp_path / "data", media)
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = AVLlmForConditionalGeneration(config).eval()
+    processor = build_processor(config, build_tokenizer([record["question"] for record in MSVC_RECORDS]))
+
+    def captions(name, seed):
+        output = tmp_path / f"{name}.jsonl"
+        report = evaluate(
+            model, processor, "msvc", data, output=output, max_new_tokens=6, seed=seed, progress=False, batch_size=2
+        )
+        assert report["decoding"] == {"max_new_tokens": 6, "do_sample": True, "temperature": 0.2}
+        return predictions(output)
+
+    first = captions("first", seed=0)
+    assert len(first) == 3 and all(first.values())
+    assert captions("again", seed=0) == first
+    assert captions("other", seed=1) != first
+
+
 def normalize(text: str) -> str:
     """SQuAD-style, written out independently of `normalize_answer`."""
     text = re.sub(r"[^\w\s]", " ", text.lower())
@@ -2018,12 +2332,13 @@ def test_cli_eval_on_an_exported_folder(tmp_path, media, capsys, monkeypatch):
     references = {item["id"]: item["references"] for item in expected}
     assert report["metrics"]["cider"] == pytest.approx(cider_d(found, references)[0], abs=1e-12)
     assert report["metrics"]["spice"] is None and report["unavailable"]["spice"].startswith("SPICE needs a Java")
-    assert report["decoding"] == {"max_new_tokens": 4, "do_sample": True, "temperature": 0.2}
+    assert report["decoding"] == {"max_new_tokens": 4, "do_sample": False}
     assert report["model"] == str(folder) and report["counts"]["by_modality"] == {"audio": 3}
     assert "Clotho (clotho): 3 predicted" in stdout and "spice: unavailable (SPICE needs a Java runtime" in stdout
-    assert f"report: {output.with_suffix('.report.json')}" in stdout
+    assert f"report: {output.with_suffix('.report.json')}, figure: {output.with_suffix('.report.png')}" in stdout
+    assert Image.open(output.with_suffix(".report.png")).format == "PNG"
 
-    assert predictions(tmp_path / "again.jsonl") == {} and cli(tmp_path / "again.jsonl")  # sampling is seeded
+    assert predictions(tmp_path / "again.jsonl") == {} and cli(tmp_path / "again.jsonl")  # greedy: the same
     assert predictions(tmp_path / "again.jsonl") == found
     before = output.read_text()
     cli(output)  # finished: nothing recomputed

@@ -48,14 +48,15 @@ def test_family_builds_its_class_and_reads_features_of_its_width(model_type):
     inputs = torch.randn(2, *family.input_shape(config))
     with torch.no_grad():
         if family.modality == "vision":
-            summary, grid = family.frame_features(tower, inputs, -1)
+            features = family.frame_features(tower, inputs, -1)
+            summary, grid = features.pooler_output, features.last_hidden_state
             size = family.grid_size(config)
             assert summary.shape == (2, family.width(config)) and grid.shape == (2, size, size, family.width(config))
             # the patch grid is the layer's patch tokens in raster order
             hidden = tower(inputs, output_hidden_states=True).hidden_states[-1]
             torch.testing.assert_close(grid.flatten(1, 2), hidden[:, -size * size :])
         else:
-            sequence = family.segment_sequence(tower, inputs)
+            sequence = family.segment_sequence(tower, inputs).last_hidden_state
             assert sequence.ndim == 3 and sequence.shape[0] == 2 and sequence.shape[2] == family.width(config)
 
 
@@ -75,7 +76,7 @@ def test_family_preprocessor_prepares_inputs_its_tower_takes(model_type):
         extracted = preprocessor([waveform], sampling_rate=SAMPLING_RATE, return_tensors="pt")
         inputs = extracted["input_features"] if "input_features" in extracted else extracted["input_values"]
         with torch.no_grad():
-            assert family.segment_sequence(tower, inputs).shape[2] == family.width(config)
+            assert family.segment_sequence(tower, inputs).last_hidden_state.shape[2] == family.width(config)
 
 
 def test_unknown_or_misplaced_towers_are_refused_naming_the_supported_ones():

@@ -3,6 +3,9 @@
 
 import argparse
 
+from .chat import add_parser as add_chat_parser
+from .web import add_parser as add_web_parser
+
 
 def add_quickstart_parser(commands) -> None:
     """`avllm quickstart`: a tiny AV-LLM built offline, asked about a generated clip."""
@@ -117,6 +120,7 @@ def add_export_parser(commands) -> None:
         metavar="REPORT",
         help="avllm eval reports (*.report.json) for the card's model-index",
     )
+    export.add_argument("--space", action="store_true", help="also a Gradio Space: app.py (avllm web), requirements")
     export.set_defaults(run=_export)
 
 
@@ -139,6 +143,7 @@ def _export(args):
         repo_id=args.repo_id,
         license=args.license,
         eval_results=report_to_eval_results(reports) if reports else None,
+        space=args.space,
     )
     print(f"exported to {folder}")
 
@@ -178,6 +183,9 @@ def add_eval_parser(commands) -> None:
     evaluation.add_argument("--batch-size", type=int, default=8)
     evaluation.add_argument("--grounding", action="store_true", help="also answer with audio muted / frames blanked")
     evaluation.add_argument("--limit", type=int, help="evaluate only the first N samples")
+    evaluation.add_argument(
+        "--subset", help="the part of the benchmark a paper evaluates on, e.g. one_eighth (avsd, avssd: VideoLLaMA 2)"
+    )
     evaluation.add_argument("--max-new-tokens", type=int, help="override the task's default")
     evaluation.add_argument("--dtype", default="auto", help="model dtype: auto, bfloat16, float32, ...")
     evaluation.add_argument("--seed", type=int, default=0)
@@ -191,8 +199,13 @@ def _eval(args):
 
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from .evaluation import build_judge, distributed_state, evaluate, format_report
+    from .evaluation import build_judge, distributed_state, evaluate, format_report, get_task
 
+    if args.subset is not None:
+        try:
+            get_task(args.task).subset(args.subset)
+        except KeyError as err:
+            raise SystemExit(f"avllm eval: {err.args[0]}") from None
     state = distributed_state()
     model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=args.dtype).to(state.device)
     processor = AutoProcessor.from_pretrained(args.model)
@@ -215,19 +228,20 @@ def _eval(args):
         batch_size=args.batch_size,
         grounding=args.grounding,
         limit=args.limit,
+        subset=args.subset,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
     )
     if report is not None:
         print(format_report(report))
-        print(f"report: {output.with_suffix('.report.json')}")
+        print(f"report: {output.with_suffix('.report.json')}, figure: {report['figure']}")
         if args.print_json:
             print(json.dumps(report, indent=2))
 
 
 def add_curate_parser(commands) -> None:
     """`avllm curate`: instruction data from your own media."""
-    from .curation.context import DEFAULT_AUDIO_TAGGER, DEFAULT_CAPTIONER
+    from .curation.context import AUDIO_CAPTION_PROMPT, DEFAULT_AUDIO_CAPTIONER, DEFAULT_CAPTIONER
 
     curation = commands.add_parser(
         "curate", help="make instruction data from your videos / audio with captioners and an LLM (AV-LLM pipeline)"
@@ -242,7 +256,13 @@ def add_curate_parser(commands) -> None:
     curation.add_argument("--temperature", type=float, default=0.7)
     curation.add_argument("--captioner", default=DEFAULT_CAPTIONER, help="image-text-to-text model, or none")
     curation.add_argument("--caption-prompt", help="prompt (chat models) or caption prefix (BLIP: 'a picture of')")
-    curation.add_argument("--audio-tagger", default=DEFAULT_AUDIO_TAGGER, help="CLAP or audio classifier, or none")
+    curation.add_argument(
+        "--audio-captioner", default=DEFAULT_AUDIO_CAPTIONER, help="audio-text-to-text model (Qwen2-Audio), or none"
+    )
+    curation.add_argument("--audio-caption-prompt", default=AUDIO_CAPTION_PROMPT, help="what it is asked per segment")
+    curation.add_argument(
+        "--audio-tagger", help="CLAP or audio classifier for sound tags (default: CLAP if --audio-captioner none)"
+    )
     curation.add_argument("--audio-labels", help="candidate labels file for CLAP, one per line (default: shipped)")
     curation.add_argument("--asr", help="speech-recognition model for what is said, e.g. openai/whisper-small")
     curation.add_argument("--templates", help="folder of prompt templates (default: the shipped ones)")
@@ -261,6 +281,7 @@ def add_curate_parser(commands) -> None:
 
 def _curate(args):
     from .curation import (
+        AudioCaptioner,
         AudioTagger,
         FrameCaptioner,
         Perception,
@@ -269,7 +290,7 @@ def _curate(args):
         format_summary,
         push_dataset,
     )
-    from .curation.context import read_labels
+    from .curation.context import DEFAULT_AUDIO_TAGGER, read_labels
     from .llm_client import build_backend
 
     if not args.llm_endpoint and not args.llm:
@@ -278,17 +299,22 @@ def _curate(args):
     generation["max_tokens" if args.llm_endpoint else "max_new_tokens"] = args.max_tokens
     backend = build_backend(args.llm_endpoint, args.llm_model, args.llm, args.api_key_env, **generation)
 
+    # <AC> is audio captions (AV-LLM section 3.3); CLAP tags are the light fallback without an audio captioner
+    audio_captioner = None if args.audio_captioner == "none" else args.audio_captioner
+    tagger = args.audio_tagger or (None if audio_captioner else DEFAULT_AUDIO_TAGGER)
+
     def perception():
         return Perception(
             FrameCaptioner(args.captioner, args.caption_prompt, device=args.device)
             if args.captioner != "none"
             else None,
-            AudioTagger(
-                args.audio_tagger, read_labels(args.audio_labels) if args.audio_labels else None, device=args.device
-            )
-            if args.audio_tagger != "none"
+            AudioTagger(tagger, read_labels(args.audio_labels) if args.audio_labels else None, device=args.device)
+            if tagger not in (None, "none")
             else None,
             SpeechTranscriber(args.asr, device=args.device) if args.asr else None,
+            AudioCaptioner(audio_captioner, args.audio_caption_prompt, device=args.device)
+            if audio_captioner
+            else None,
         )
 
     summary = curate(
@@ -337,6 +363,8 @@ def main(argv: list[str] | None = None) -> None:
     add_push_parser(commands)
     add_eval_parser(commands)
     add_curate_parser(commands)
+    add_chat_parser(commands)
+    add_web_parser(commands)
     add_train_parser(commands)
 
     args, extra = parser.parse_known_args(argv)

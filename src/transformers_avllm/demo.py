@@ -18,6 +18,7 @@ from trl import SFTConfig
 from .data.synth import CHANCE, QUESTIONS, VOCABULARY, question_row, synthesize
 from .export import export_pretrained
 from .models.avllm import AUDIO_VISUAL, AVLlmConfig, AVLlmForConditionalGeneration, AVLlmProcessor
+from .plotting import grouped_bars, new_figure, save_figure
 from .tiny import (
     build_processor,
     build_tokenizer,
@@ -148,31 +149,19 @@ def _condition_rows(rows: list[dict], condition: str) -> list[dict]:
 
 
 def plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (losses, bars) = plt.subplots(1, 2, figsize=(10, 4))
+    figure, (losses, bars) = new_figure(2)
     for stage, curve in report["loss_curves"].items():
         if curve:
             steps, values = zip(*curve, strict=True)
             losses.plot(steps, values, label=stage)
     losses.set(xlabel="step", ylabel="training loss", title="loss")
     losses.legend()
-    width = 0.25
-    for offset, condition in enumerate(CONDITIONS):
-        values = [report["accuracy"][condition][kind] for kind in KINDS]
-        bars.bar([i + offset * width for i in range(len(KINDS))], values, width, label=condition)
-    bars.plot([-0.2, len(KINDS) - 0.2], [0, 0], alpha=0)
-    for i, kind in enumerate(KINDS):
-        bars.hlines(CHANCE[kind], i - 0.15, i + 0.65, colors="black", linestyles="dotted")
-    bars.set_xticks([i + width for i in range(len(KINDS))], KINDS)
-    bars.set(ylabel="held-out accuracy", ylim=(0, 1.05), title="accuracy (dotted: chance)")
-    bars.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    accuracy = {condition: [report["accuracy"][condition][kind] for kind in KINDS] for condition in CONDITIONS}
+    grouped_bars(
+        bars, list(KINDS), accuracy, chance=[CHANCE[kind] for kind in KINDS], ylabel="held-out accuracy",
+        ylim=(0, 1.05), title="accuracy (dotted: chance)",
+    )  # fmt: skip
+    save_figure(figure, path)
 
 
 def run_demo(output_dir: str = "outputs/demo", budget: DemoBudget | None = None, seed: int = 0) -> dict:
@@ -327,18 +316,9 @@ def run_ablation(output_dir: str = "outputs/ablation", budget: DemoBudget | None
 
 
 def _plot_ablation(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4))
-    width = 0.8 / len(results)
-    for offset, (name, accuracy) in enumerate(results.items()):
-        axes.bar([i + offset * width for i in range(len(KINDS))], [accuracy[k] for k in KINDS], width, label=name)
-    axes.set_xticks([i + width for i in range(len(KINDS))], KINDS)
-    axes.set(ylabel="held-out accuracy", ylim=(0, 1.05), title="modality-augmented training vs. phased training")
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    figure, (axes,) = new_figure(1, (7, 4))
+    grouped_bars(
+        axes, list(KINDS), {name: [accuracy[kind] for kind in KINDS] for name, accuracy in results.items()},
+        ylabel="held-out accuracy", ylim=(0, 1.05), title="modality-augmented training vs. phased training",
+    )  # fmt: skip
+    save_figure(figure, path)

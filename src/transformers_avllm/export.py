@@ -5,6 +5,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 
 from .models.avllm import SHIPPED_FILES, AVLlmForConditionalGeneration, AVLlmProcessor
+from .space import SPACE_FILES, add_space
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
 
@@ -127,11 +128,13 @@ def build_model_card(
 
 def check_export_folder(folder: str | Path) -> None:
     """Raises `ExportError` unless the folder holds safetensors weights, every shipped code file
-    (`models/avllm/*_avllm.py`), no pickle files, and no other code."""
+    (`models/avllm/*_avllm.py`), no pickle files, and no other code (but a Space's app)."""
     folder = Path(folder)
     files = {path.name for path in folder.rglob("*") if path.is_file()}
     pickles = sorted(name for name in files if Path(name).suffix in PICKLE_SUFFIXES)
-    foreign_code = sorted(name for name in files if name.endswith(".py") and name not in SHIPPED_FILES)
+    foreign_code = sorted(
+        name for name in files if name.endswith(".py") and name not in SHIPPED_FILES | set(SPACE_FILES)
+    )
     missing = sorted(
         (SHIPPED_FILES | {"config.json", "processor_config.json", "chat_template.jinja", "README.md"}) - files
     )
@@ -149,11 +152,13 @@ def export_pretrained(
     output_dir: str | Path,
     *,
     repo_id: str | None = None,
+    space: bool = False,
     **card_kwargs,
 ) -> Path:
     """Writes a Hub-ready folder: weights (safetensors), config with `auto_map`, generation config, processor files,
     tokenizer, chat template, our remote-code files (flat, copied by `save_pretrained`) and a model card.
-    `card_kwargs` go to `build_model_card` (`base_models`, `training_stages`, `datasets`, `eval_results`, ...)."""
+    `card_kwargs` go to `build_model_card` (`base_models`, `training_stages`, `datasets`, `eval_results`, ...).
+    `space=True` also makes it a Gradio Space (`space.add_space`: `app.py`, `requirements.txt`, the card's keys)."""
     output = Path(output_dir)
     tokenizer = processor.tokenizer
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -163,6 +168,8 @@ def export_pretrained(
     model.save_pretrained(output)
     processor.save_pretrained(output)
     build_model_card(model, repo_id or output.name, **card_kwargs).save(output / "README.md")
+    if space:
+        add_space(output)
     check_export_folder(output)
     return output
 

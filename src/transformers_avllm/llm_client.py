@@ -1,5 +1,6 @@
-"""Asking an LLM for text we then parse: chat backends (an OpenAI-compatible HTTP endpoint or a local transformers
-model), bounded retries with exponential back-off, a request-rate limit and a reply cache keyed by content.
+"""Asking an LLM for text we then parse: chat backends (an OpenAI-compatible endpoint through huggingface_hub's
+`InferenceClient`, or a local transformers model), bounded retries with exponential back-off, a request-rate limit
+and a reply cache keyed by content.
 
 Used by the evaluation judges (`evaluation/judges.py`) and the instruction-data curation (`curation/`). The reply of
 an LLM is untrusted text: `ChatClient.ask` hands it to a `parse` callable, retries when that raises
@@ -9,18 +10,20 @@ an LLM is untrusted text: `ChatClient.ask` hands it to a `parse` callable, retri
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
 import random
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from huggingface_hub import InferenceClient
+from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
 
 from .jsonl import append_jsonl, read_jsonl
 
@@ -44,16 +47,34 @@ class LLMUnavailable(RuntimeError):
         self.transient, self.retry_after = transient, retry_after
 
 
-def _retry_after(err: urllib.error.HTTPError) -> float | None:
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """Connection errors and timeouts of the HTTP library under huggingface_hub's session (`httpx` for
+    huggingface_hub 1.x, `httpx2` for 2.x); huggingface_hub passes them through unwrapped."""
+    errors = []
+    for name in ("httpx", "httpx2"):
+        try:
+            errors.append(importlib.import_module(name).TransportError)
+        except ImportError:
+            pass
+    return tuple(errors)
+
+
+def _retry_after(headers) -> float | None:
     try:
-        return max(0.0, float(err.headers.get("Retry-After")))
-    except (TypeError, ValueError, AttributeError):
+        return max(0.0, float(headers.get("Retry-After")))
+    except (TypeError, ValueError):
         return None
 
 
 class OpenAIChatBackend:
-    """Any OpenAI-compatible `POST {base_url}/chat/completions` (OpenAI, vLLM, TGI, llama.cpp, ...), through
-    `urllib.request`. The API key is read from the environment variable `api_key_env` (no header when unset)."""
+    """Any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, TGI, llama.cpp, ...), through
+    `huggingface_hub.InferenceClient`. `base_url` as the OpenAI client takes it (`https://api.openai.com/v1`); the
+    client appends `/chat/completions` (and `/v1` to a bare host). The API key is read from the environment variable
+    `api_key_env`; without one no `Authorization` header is sent (in particular not the user's Hugging Face token,
+    which `InferenceClient` would otherwise send to whatever server `base_url` names).
+
+    Errors become `LLMUnavailable` (HTTP status, the server's `Retry-After`; transient or not) or `MalformedReply`
+    (a response that is not a chat completion); `ChatClient` retries them."""
 
     def __init__(
         self,
@@ -64,36 +85,37 @@ class OpenAIChatBackend:
         temperature: float = 0.0,
         max_tokens: int = 64,
     ):
-        base_url = base_url.rstrip("/")
-        self.url = base_url if base_url.endswith("/chat/completions") else f"{base_url}/chat/completions"
-        self.model, self.api_key_env, self.timeout = model, api_key_env, timeout
+        self.base_url, self.model, self.api_key_env, self.timeout = base_url, model, api_key_env, timeout
         self.temperature, self.max_tokens = temperature, max_tokens
         self.name = f"openai:{model}"
 
-    def complete(self, messages: list[dict]) -> str:
-        body = {
-            "model": self.model,
-            "messages": messages,
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        }
-        headers = {"Content-Type": "application/json"}
+    def client(self) -> InferenceClient:
+        """An `InferenceClient` for the endpoint, with the key as the environment holds it now."""
         api_key = os.environ.get(self.api_key_env) if self.api_key_env else None
         if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        request = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
+            return InferenceClient(base_url=self.base_url, api_key=api_key, timeout=self.timeout)
+        return InferenceClient(base_url=self.base_url, headers={"authorization": None}, timeout=self.timeout)
+
+    def complete(self, messages: list[dict]) -> str:
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as err:
-            transient = err.code in (408, 409, 425, 429) or err.code >= 500
-            raise LLMUnavailable(f"HTTP {err.code} from {self.url}", transient, _retry_after(err)) from err
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
-            raise LLMUnavailable(f"cannot reach {self.url}: {err}", True) from err
+            with self.client() as client:
+                output = client.chat_completion(
+                    messages, model=self.model, temperature=self.temperature, max_tokens=self.max_tokens
+                )
+        except HfHubHTTPError as err:
+            status = err.response.status_code
+            transient = status in (408, 409, 425, 429) or status >= 500
+            raise LLMUnavailable(
+                f"HTTP {status} from {self.base_url}", transient, _retry_after(err.response.headers)
+            ) from err
+        except (InferenceTimeoutError, TimeoutError, ConnectionError, *_transport_errors()) as err:
+            raise LLMUnavailable(f"cannot reach {self.base_url}: {err}", True) from err
+        except ValueError as err:  # the body is not JSON
+            raise MalformedReply(f"not a chat-completions response: {err}") from err
         try:
-            return json.loads(payload)["choices"][0]["message"]["content"] or ""
-        except (ValueError, KeyError, IndexError, TypeError) as err:
-            raise MalformedReply(f"not a chat-completions response: {payload[:200]!r}") from err
+            return output.choices[0].message.content or ""
+        except (AttributeError, IndexError, TypeError) as err:
+            raise MalformedReply(f"not a chat-completions response: {output!r:.200}") from err
 
 
 class TransformersChatBackend:

@@ -1,7 +1,15 @@
 """Instruction-data curation (not shipped to the Hub): AV-LLM's GPT-assisted pipeline (`avllm curate`). See
 docs/curation.md."""
 
-from .context import AudioTagger, FrameCaptioner, MediaContext, Perception, SpeechTranscriber, describe_media
+from .context import (
+    AudioCaptioner,
+    AudioTagger,
+    FrameCaptioner,
+    MediaContext,
+    Perception,
+    SpeechTranscriber,
+    describe_media,
+)
 from .pipeline import (
     TABLE10_MIX,
     CurationError,
@@ -18,6 +26,7 @@ __all__ = [
     "SAMPLE_TYPES",
     "TABLE10_MIX",
     "TASKS",
+    "AudioCaptioner",
     "AudioTagger",
     "CurationError",
     "FrameCaptioner",

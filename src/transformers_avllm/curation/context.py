@@ -1,6 +1,8 @@
-"""Textual contexts of a media file for the curation LLM (AV-LLM section 3.3): frame captions from a transformers
-image-to-text model on the frames our loader samples (<VC>), and per audio segment the sound events a transformers
-audio model hears (zero-shot with CLAP, or any audio classifier) and optionally what is said (ASR) (<AC>)."""
+"""Textual contexts of a media file for the curation LLM (AV-LLM section 3.3, "Visual & Audio Contexts"): captions
+of the frames our loader samples, from a transformers image-text-to-text model (<VC>: the paper's BLIP frame
+captions), and per audio segment a caption from a transformers audio-text-to-text model (<AC>: the paper's audio
+segment captions; e.g. Qwen2-Audio), or, as the light fallback, the sound events a transformers audio model hears
+(zero-shot with CLAP, or any audio classifier); optionally what is said (ASR)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from ..models.avllm import load_audio, load_video, probe_media, split_audio_segm
 AUDIO_LABELS_FILE = Path(__file__).parent / "audio_labels.txt"
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-large"
 DEFAULT_AUDIO_TAGGER = "laion/clap-htsat-unfused"
+DEFAULT_AUDIO_CAPTIONER = "Qwen/Qwen2-Audio-7B-Instruct"
+AUDIO_CAPTION_PROMPT = "Describe the audio in one sentence."
 # Models whose checkpoints tag audio zero-shot against candidate labels (contrastive audio-text models).
 ZERO_SHOT_AUDIO_MODELS = ("clap",)
 
@@ -29,7 +33,8 @@ class MediaContext:
     has_audio: bool
     duration: float
     frames: list[dict] = field(default_factory=list)  # {"time": s, "caption": str}
-    segments: list[dict] = field(default_factory=list)  # {"start": s, "end": s, "tags": [[label, score]], "speech"}
+    # {"start": s, "end": s[, "caption": str][, "tags": [[label, score], ...]][, "speech": str]}
+    segments: list[dict] = field(default_factory=list)
 
     @property
     def sample_types(self) -> tuple[str, ...]:
@@ -46,12 +51,17 @@ class MediaContext:
         return "\n".join(f"[{frame['time']:.1f}s] {frame['caption']}" for frame in self.frames)
 
     def audio_text(self) -> str:
-        """<AC>: one line per segment, `[t0-t1 s] label (score), ...` and what is said, if anything."""
+        """<AC>: one line per segment, `[t0-t1 s] caption`, or `[t0-t1 s] label (score), ...` from a tagger alone
+        (both: `caption; sound events: ...`), then what is said, if anything."""
         lines = []
         for segment in self.segments:
-            tags = ", ".join(f"{label} ({score:.2f})" for label, score in segment["tags"])
+            tags = ", ".join(f"{label} ({score:.2f})" for label, score in segment.get("tags", []))
+            if "caption" in segment:
+                heard = segment["caption"] + (f"; sound events: {tags}" if tags else "")
+            else:
+                heard = tags or "no sound event"
             speech = f'; speech: "{segment["speech"]}"' if segment.get("speech") else ""
-            lines.append(f"[{segment['start']:.1f}-{segment['end']:.1f}s] {tags or 'no sound event'}{speech}")
+            lines.append(f"[{segment['start']:.1f}-{segment['end']:.1f}s] {heard}{speech}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -118,6 +128,39 @@ def _generated_text(output) -> str:
     return (text if isinstance(text, str) else text[-1]["content"]).strip()
 
 
+class AudioCaptioner:
+    """Captions audio segments with a transformers audio-text-to-text model: any model of transformers' `any-to-any`
+    pipeline (`AutoModelForMultimodalLM`) that takes audio and has a chat template, e.g. Qwen2-Audio (the default,
+    `Qwen/Qwen2-Audio-7B-Instruct`: a GPU-sized model; the CLAP `AudioTagger` is the light alternative), asked
+    `prompt` about each segment. AV-LLM's audio context is such captions (section 3.3: "a pre-trained HTSAT [56] model
+    to extract audio segment captions")."""
+
+    def __init__(
+        self,
+        model=DEFAULT_AUDIO_CAPTIONER,
+        prompt: str = AUDIO_CAPTION_PROMPT,
+        max_new_tokens: int = 40,
+        device=None,
+    ):
+        self.pipe = _pipeline("any-to-any", model, device)
+        if getattr(self.pipe.processor, "chat_template", None) is None:
+            name = self.pipe.model.name_or_path
+            raise ValueError(f"{name}: no chat template; an audio captioner is asked its prompt in a chat")
+        self.prompt, self.max_new_tokens = prompt, max_new_tokens
+        self.sampling_rate = self.pipe.processor.feature_extractor.sampling_rate
+
+    def messages(self, segment: np.ndarray) -> list[dict]:
+        """The chat asking for one segment's caption: the waveform (at `sampling_rate`), then the prompt."""
+        content = [{"type": "audio", "audio": segment}, {"type": "text", "text": self.prompt}]
+        return [{"role": "user", "content": content}]
+
+    def __call__(self, segments: list[np.ndarray]) -> list[str]:
+        """Waveforms at `sampling_rate` -> one caption per segment."""
+        chats = [self.messages(segment) for segment in segments]
+        outputs = self.pipe(text=chats, max_new_tokens=self.max_new_tokens, return_full_text=False)
+        return [_generated_text(output) for output in outputs]
+
+
 def read_labels(path: str | Path) -> list[str]:
     """Labels from a text file, one per line; blank lines and `#` comments skipped."""
     lines = (line.split("#", 1)[0].strip() for line in Path(path).read_text(encoding="utf-8").splitlines())
@@ -165,26 +208,31 @@ class SpeechTranscriber:
 
 @dataclass
 class Perception:
-    """The models that describe media: without a captioner no visual context (and no visual samples), without a
-    tagger no audio context (and no audio samples); the transcriber is optional."""
+    """The models that describe media: without a frame captioner no visual context (and no visual samples), without
+    an audio captioner or a tagger no audio context (and no audio samples); the transcriber is optional. With both an
+    audio captioner and a tagger, each segment gets its caption and its tags."""
 
     captioner: FrameCaptioner | None = None
     tagger: AudioTagger | None = None
     transcriber: SpeechTranscriber | None = None
+    audio_captioner: AudioCaptioner | None = None
 
 
 def describe_media(
     path: Path, root: Path, perception: Perception, num_frames: int = 8, num_segments: int = 4
 ) -> MediaContext:
-    """The context of one file: captions of `num_frames` frames sampled as the training loader samples them, and
-    tags (+ speech) of `num_segments` equal audio segments. A file's video (audio) is used only when it has that
-    stream and the perception has a captioner (tagger). Raises the media loader's `MediaError`s."""
-    captioner, tagger, transcriber = perception.captioner, perception.tagger, perception.transcriber
+    """The context of one file: captions of `num_frames` frames sampled as the training loader samples them, and for
+    `num_segments` equal audio segments their captions and / or tags (+ speech). A file's video (audio) is used only
+    when it has that stream and the perception has a frame captioner (an audio captioner or a tagger). Raises the
+    media loader's `MediaError`s."""
+    captioner, transcriber = perception.captioner, perception.transcriber
+    listeners = {"caption": perception.audio_captioner, "tags": perception.tagger}
+    listeners = {key: model for key, model in listeners.items() if model is not None}
     info = probe_media(path)
     context = MediaContext(
         path=str(path.relative_to(root)),
         has_video=info.has_video and captioner is not None,
-        has_audio=info.has_audio and tagger is not None,
+        has_audio=info.has_audio and bool(listeners),
         duration=round(info.duration or 0.0, 3),
     )
     if context.has_video:
@@ -194,14 +242,20 @@ def describe_media(
             for time, caption in zip(clip.timestamps, captioner(clip.frames), strict=True)
         ]
     if context.has_audio:
-        waveform = load_audio(path, tagger.sampling_rate)
-        context.duration = context.duration or round(len(waveform) / tagger.sampling_rate, 3)
-        segments = split_audio_segments(waveform, num_segments)
-        speech = transcriber(segments, tagger.sampling_rate) if transcriber is not None else [None] * num_segments
-        step = len(segments[0]) / tagger.sampling_rate
+        heard, rate = {}, None
+        for key, model in listeners.items():  # each model hears the segments at its own sampling rate
+            waveform = load_audio(path, model.sampling_rate)
+            segments = split_audio_segments(waveform, num_segments)
+            heard[key] = model(segments)
+            if rate is None:
+                rate, first = model.sampling_rate, segments
+                context.duration = context.duration or round(len(waveform) / rate, 3)
+        speech = transcriber(first, rate) if transcriber is not None else [None] * num_segments
+        step = len(first[0]) / rate
         context.segments = [
-            {"start": round(index * step, 2), "end": round(min((index + 1) * step, context.duration), 2), "tags": tags}
-            | ({"speech": said} if said else {})
-            for index, (tags, said) in enumerate(zip(tagger(segments), speech, strict=True))
+            {"start": round(index * step, 2), "end": round(min((index + 1) * step, context.duration), 2)}
+            | {key: values[index] for key, values in heard.items()}
+            | ({"speech": speech[index]} if speech[index] else {})
+            for index in range(num_segments)
         ]
     return context

@@ -1,8 +1,8 @@
 """`avllm curate`: the AV-LLM paper's GPT-assisted instruction-data pipeline (seed 000, section 3.3, appendix A).
 
-media files -> contexts (frame captions <VC>, audio segment tags <AC>) -> a plan of (file, task, sample type) jobs
-following the task x sample-type mix (Table 10 by default) -> one LLM call per job with that task's prompt template
--> the reply parsed and validated into a conversation -> de-duplicated -> a row of the training dataset format
+media files -> contexts (frame captions <VC>, audio segment captions or tags <AC>) -> a plan of (file, task, sample
+type) jobs following the task x sample-type mix (Table 10 by default) -> one LLM call per job with that task's prompt
+template -> the reply parsed and validated into a conversation -> de-duplicated -> a row of the training dataset format
 (`docs/training.md`) carrying the sample type's modality (`<AUD>`, `<VIS>`, `<AUD_VIS>`).
 
 Everything lands in the output folder as it is made, so an interrupted run resumes where it stopped:
@@ -420,8 +420,8 @@ def write_dataset_card(output: Path, summary: dict) -> None:
     body = (
         f"---\n{data.to_yaml()}\n---\n\n# Audio-visual instruction data\n\n"
         "Made with `avllm curate` (transformers-avllm), after the GPT-assisted pipeline of AV-LLM: frame captions "
-        "and audio tags of each file, turned into conversations by an LLM. Rows follow the transformers-avllm "
-        "training format; media paths are relative to the media folder (`media_root`).\n\n"
+        "and audio captions (or sound tags) of each file, turned into conversations by an LLM. Rows follow the "
+        "transformers-avllm training format; media paths are relative to the media folder (`media_root`).\n\n"
         f"```\n{format_summary(summary)}\n```\n"
     )
     DatasetCard(body).save(output / "README.md")

@@ -1,10 +1,12 @@
 """Evaluation harness (not shipped to the Hub), one module per step: `tasks` (the `TASKS` registry; the loaders are in
 `benchmarks/`), `generation` (batched answers, the grounding ablations), `results` (the resumable results jsonl),
 `sharding` (data-parallel ranks), `judges` and `metrics`, `scoring`, `reporting` (the report and model-card
-`eval_results`), and `runner.evaluate`, which runs them in turn. See docs/evaluation.md."""
+`eval_results`), `figures` (the report figure), and `runner.evaluate`, which runs them in turn. See
+docs/evaluation.md."""
 
 from ..llm_client import OpenAIChatBackend, ReplyCache, TransformersChatBackend
 from .benchmarks.samples import Sample
+from .figures import report_figure
 from .generation import CONDITION_NOTES
 from .judges import Judge, build_judge, parse_judgement
 from .metrics import cider_d, extract_choice, normalize_answer, spice_status, tokenize_caption
@@ -34,6 +36,7 @@ __all__ = [
     "normalize_answer",
     "parse_judgement",
     "read_records",
+    "report_figure",
     "report_to_eval_results",
     "spice_status",
     "tokenize_caption",

@@ -5,6 +5,8 @@ Prompts:
 - "match": VideoLLaMA 2, appendix A (table 9): a yes/no match and an integer score 0-5 (open-ended QA / AVQA).
 - "correctness", "detail", "context", "temporal", "consistency": Video-ChatGPT's five benchmark criteria (the
   `quantitative_evaluation/evaluate_benchmark_*.py` prompts of mbzuai-oryx/Video-ChatGPT), each a 0-5 score.
+- "caption_correctness", "caption_detailedness": MSVC's "Correctness of Information and Detailed Orientation"
+  (VideoLLaMA 2, section 4.1.1), the correctness and detail prompts asked against all of a video's reference captions.
 Scores are truncated to integers as those scripts do (`int(score)`).
 """
 
@@ -143,6 +145,20 @@ PROMPTS = {
         "keys": ("score",),
     },
 }
+
+
+def _against_all_captions(prompt: dict) -> dict:
+    """MSVC's form of a Video-ChatGPT prompt: the prediction is compared with all the video's human captions at once,
+    given as one Python list. VideoLLaMA 2's `videollama2/eval/eval_video_cap_msvc_correctness.py` and
+    `..._detailedness.py` ask "compare the predicted answer with these correct answers" and send "Correct Answers:
+    {answer}" with `answer = str(captions)`; the rest of each prompt is Video-ChatGPT's, word for word."""
+    system = prompt["system"].replace("with the correct answer and", "with these correct answers and")
+    user = prompt["user"].replace("Correct Answer: {answer}", "Correct Answers: {answers}")
+    return {**prompt, "system": system, "user": user}
+
+
+PROMPTS["caption_correctness"] = _against_all_captions(PROMPTS["correctness"])
+PROMPTS["caption_detailedness"] = _against_all_captions(PROMPTS["detail"])
 
 
 def judge_messages(criterion: str, **fields) -> list[dict]:

@@ -7,7 +7,7 @@ from collections import Counter
 
 from .generation import CONDITION_NOTES, CONDITIONS
 from .judges import Judge
-from .scoring import aggregate, score_records, unavailable_metrics
+from .scoring import aggregate, chance_accuracy, score_records, unavailable_metrics
 from .tasks import TaskSpec
 
 
@@ -39,6 +39,7 @@ def build_report(
         "hub_task": spec.hub_task,
         "metrics": metrics,
         "primary_metric": primary,
+        "chance": chance_accuracy(spec, full),
         "counts": counts,
         "unavailable": unavailable,
         "judge": None,
@@ -77,7 +78,8 @@ def format_report(report: dict) -> str:
 
 def grounding_table(spec: TaskSpec, by_key: dict[str, dict], judged: bool) -> dict:
     """Per ablation and per modality group: the primary metric on the full inputs and on the ablated ones, over the
-    same samples (those the ablation applies to and both runs answered), and the drop (full - ablated)."""
+    same samples (those the ablation applies to and both runs answered), the drop (full - ablated) and the chance
+    level of those samples (multiple choice; None otherwise)."""
     full = {r["id"]: r for key, r in by_key.items() if r["condition"] == "full" and "prediction" in r}
     rows = []
     for condition in CONDITIONS[1:]:
@@ -101,6 +103,7 @@ def grounding_table(spec: TaskSpec, by_key: dict[str, dict], judged: bool) -> di
                     "full": value_full,
                     "ablated": value_ablated,
                     "drop": drop,
+                    "chance": chance_accuracy(spec, [full[i] for i in members]),
                 }
             )
     return {"rows": rows, "notes": {c: CONDITION_NOTES[c] for c in CONDITIONS}, "table": grounding_markdown(rows)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .benchmarks.samples import Sample
+from .figures import save_report_figure
 from .generation import CONDITIONS, BatchGenerator, generate_records
 from .judges import Judge
 from .reporting import build_report
@@ -26,6 +27,7 @@ def evaluate(
     batch_size: int = 8,
     grounding: bool = False,
     limit: int | None = None,
+    subset: str | None = None,
     max_new_tokens: int | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -44,14 +46,19 @@ def evaluate(
         judge: a `Judge` (see `build_judge`); needed for the Video-ChatGPT tasks, optional for open-ended QA (exact /
             normalised match without it).
         grounding: also answer each sample with its audio muted and with its frames blanked (`CONDITION_NOTES`).
-        max_new_tokens: overrides the task's default; decoding is otherwise the seeds' (greedy; sampling at T = 0.2
-            for captioning).
+        subset: the name of a part of the benchmark a paper evaluates on (`TaskSpec.subsets`, e.g. "one_eighth" of
+            AVSD / AVSSD as in VideoLLaMA 2), drawn the same way for every model and run.
+        max_new_tokens: overrides the task's default; decoding is otherwise that of the benchmark's paper (greedy;
+            sampling at T = 0.2 for MSVC, as VideoLLaMA 2 does).
+
+    Besides the results, `output` gets `<stem>.report.json`, `<stem>.scored.jsonl` and the report figure
+    `<stem>.report.png` (`figures.report_figure`: the metrics, and the grounding table as bars, chance dotted).
     """
     spec = get_task(task)
     state = distributed_state()
     output = Path(output) if output is not None else None
     check_distributed(state, output)
-    samples = spec.load(data_path, media_root, limit)
+    samples = spec.load(data_path, media_root, limit, subset)
     conditions = CONDITIONS if grounding else CONDITIONS[:1]
     generation_kwargs = spec.generation_kwargs()
     if max_new_tokens is not None:
@@ -64,13 +71,16 @@ def evaluate(
     report = build_report(spec, by_key, judge, grounding, judge_workers)
     report.update(
         num_samples=len(samples),
+        subset=subset,
         decoding=generation_kwargs,
         data=str(data_path),
         model=getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__,
     )
     if output is not None:
         report["output"] = str(output)
+        report["figure"] = str(output.with_suffix(".report.png"))
         write_scored_and_report(output, by_key.values(), report)
+        save_report_figure(report, report["figure"])
     return report
 
 

@@ -31,6 +31,7 @@ def score_records(spec: TaskSpec, records: list[dict], judge: Judge | None = Non
                 "question": record["question"],
                 "question2": record.get("question2") or record["question"],
                 "answer": references[0],
+                "answers": str(references),  # MSVC's judge reads all reference captions, as a Python list
                 "prediction": prediction,
                 "prediction2": record.get("prediction2", ""),
             }
@@ -84,6 +85,15 @@ def aggregate(spec: TaskSpec, records: list[dict], judged: bool) -> tuple[dict, 
     else:
         primary = {"mc": "accuracy", "caption": "cider", "judged": "score"}[spec.kind]
     return metrics, counts, primary
+
+
+def chance_accuracy(spec: TaskSpec, records: list[dict]) -> float | None:
+    """The accuracy of guessing uniformly among the options: the mean of 1 / (number of options) over the scored
+    multiple-choice records. None for every other kind: an open answer or a caption has no finite set of answers to
+    guess from, so it has no chance level."""
+    if spec.kind != "mc":
+        return None
+    return mean(1 / len(r["choices"]) for r in records if "prediction" in r and r.get("answer_index") is not None)
 
 
 def unavailable_metrics(spec: TaskSpec, judged: bool) -> tuple[dict[str, str], list[str]]:

@@ -1,5 +1,5 @@
 """Video benchmarks: open-ended video QA (MSRVTT-QA, MSVD-QA, ActivityNet-QA), multiple-choice video QA (MVBench,
-EgoSchema, Perception Test, Video-MME) and the Video-ChatGPT benchmark."""
+EgoSchema, Perception Test, Video-MME), the Video-ChatGPT benchmark and MSVC captioning."""
 
 from __future__ import annotations
 
@@ -201,4 +201,25 @@ def load_videochatgpt(path: Path, media_root: Path) -> list[Sample]:
         media = video_media(find_media_file(media_root, [name, name if name.startswith("v_") else f"v_{name}"]))
         question = record.get("Q", record.get("Q1"))
         samples.append(Sample(key, media, question.strip(), [record["A"].strip()], question2=record.get("Q2")))
+    return samples
+
+
+# ---- MSVC captioning ------------------------------------------------------------------------------------------------
+
+
+def load_msvc(path: Path, media_root: Path) -> list[Sample]:
+    """MSVC (VideoLLaMA 2's Multi-Source Video Captioning, Hub dataset `DAMO-NLP-SG/Multi-Source-Video-Captioning`):
+    `msvc.json` [{"video_path", "question", "captions": [...]}], `video_path` relative to the MSVC folder (the media
+    root). The model is asked the record's own `question`; every caption is a reference. Ids are `<video stem>_<k>`,
+    k counting that video's records, as VideoLLaMA 2's `eval_video_cap_msvc_*.py` key them."""
+    samples, counts = [], Counter()
+    for record in read_json(path):
+        video_path = record["video_path"]
+        stem = Path(video_path).name.split(".")[0]
+        key = f"{stem}_{counts[stem]}"
+        counts[stem] += 1
+        captions = record["captions"]
+        references = [captions] if isinstance(captions, str) else [str(caption) for caption in captions]
+        media = video_media(find_media_file(media_root, video_path))
+        samples.append(Sample(key, media, record["question"].strip(), references))
     return samples

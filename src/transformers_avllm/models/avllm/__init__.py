@@ -36,6 +36,7 @@ from .modality_avllm import (
 )
 from .modeling_avllm import (
     AUTO_MAP,
+    AVLlmAudioFeaturesOutput,
     AVLlmConnectorInputMismatchError,
     AVLlmEncoderOutput,
     AVLlmForConditionalGeneration,
@@ -55,6 +56,7 @@ __all__ = [
     "AUDIO_EXTENSIONS",
     "AUDIO_VISUAL",
     "AUTO_MAP",
+    "AVLlmAudioFeaturesOutput",
     "AVLlmConfig",
     "AVLlmConnectorInputMismatchError",
     "AVLlmEncoderOutput",

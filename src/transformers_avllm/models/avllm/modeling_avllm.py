@@ -78,6 +78,26 @@ class AVLlmModelOutputWithPast(MultimodalBaseModelOutputWithPast):
 
 
 @dataclass
+class AVLlmAudioFeaturesOutput(AVLlmEncoderOutput):
+    r"""
+    What `get_audio_features` returns for `num_audios` clips of K segments each.
+
+    last_hidden_state (`(num_audios, K * L', D_a)`): the audio tower's time sequence of each clip (its segments'
+        sequences one after the other).
+    pooler_output (`(num_audios, K * audio_tokens_per_segment, hidden_size)`): the projected tokens that fill the
+        clip's audio placeholders, in segment order.
+    hidden_states / attentions (*optional*, when asked for): the tower's, one row per segment (`(num_audios * K, ...)`,
+        clip by clip), as the tower runs on each segment alone.
+    segment_hidden_states (`(num_audios * K, L', D_a)`): the time sequence of each segment, one row per segment (the
+        rows of `hidden_states` and `attentions`).
+    connector_inputs (`((num_audios, K * audio_tokens_per_segment, D_a),)`): the pooled segment tokens the audio
+        projector takes (what a tower-output cache stores).
+    """
+
+    segment_hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
 class AVLlmCausalLMOutputWithPast(MultimodalCausalLMOutputWithPast):
     r"""
     loss (`torch.FloatTensor` of shape `(1,)`, *optional*): language-modelling loss when `labels` are given.
@@ -102,6 +122,19 @@ class AVLlmPreTrainedModel(PreTrainedModel):
         (decoding with a static cache) runs the language model and our wrappers, which trace (the placeholder count
         check becomes an assertion of the graph while compiling), so the language model decides."""
         return type(getattr(self, self.base_model_prefix, self).language_model)._can_compile_fullgraph
+
+    def initialize_weights(self):
+        """Initialises the weights not initialised yet (all of them at build; the keys a checkpoint lacks at load),
+        each sub-model (tower, language model) first, by its own rules, as inside transformers' own composite models.
+
+        transformers treats a model class defined outside its package as custom code and skips, for it, the init of
+        modules without parameters of their own. Applied from this class down, that rule would reach the towers,
+        transformers' own classes, and skip e.g. CLIP's attention / MLP init and Whisper's sinusoidal position table
+        for the keys a checkpoint lacks."""
+        for module in self.modules():
+            if module is not self and isinstance(module, PreTrainedModel):
+                module.initialize_weights()
+        super().initialize_weights()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves like transformers does, which copies the code files next to the weights (the class is registered
@@ -163,61 +196,80 @@ class AVLlmModel(AVLlmPreTrainedModel):
             raise ValueError(f"This AVLlm model has no {modality} tower, but {modality} inputs were given")
 
     @can_return_tuple
-    def get_video_features(self, pixel_values_videos: torch.FloatTensor, **kwargs) -> AVLlmEncoderOutput:
+    def get_video_features(
+        self, pixel_values_videos: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> AVLlmEncoderOutput:
         """
         Args:
             pixel_values_videos: `(num_videos, num_frames, 3, H, W)`.
+            kwargs: go to the vision tower (`output_hidden_states`, `output_attentions`, ...).
         Returns:
-            `last_hidden_state`: the tower's patch grid `(num_videos, num_frames, h, w, D_v)`; `pooler_output`: the
-            connector's tokens `(num_videos, num_video_tokens, hidden_size)`; `connector_inputs`: what the connector
-            consumes (`AVLlmVideoConnector.reduce`).
+            `last_hidden_state`: the patch grid of hidden-state layer `vision_feature_layer`
+            `(num_videos, num_frames, h, w, D_v)`; `pooler_output`: the connector's tokens
+            `(num_videos, num_video_tokens, hidden_size)`; `hidden_states` / `attentions` when asked for: the tower's,
+            one row per frame (`(num_videos * num_frames, ...)`, video by video); `connector_inputs`: what the
+            connector consumes (`AVLlmVideoConnector.reduce`).
         """
         self._require_tower(self.vision_tower, "vision")
         num_videos, num_frames = pixel_values_videos.shape[:2]
         frames = pixel_values_videos.flatten(0, 1).to(self.vision_tower.dtype)
         vision = tower_family(self.config.vision_config)
-        summary, patch_grid = vision.frame_features(self.vision_tower, frames, self.config.vision_feature_layer)
-        summary = summary.unflatten(0, (num_videos, num_frames))
-        patch_grid = patch_grid.unflatten(0, (num_videos, num_frames))
+        outputs = vision.frame_features(self.vision_tower, frames, self.config.vision_feature_layer, **kwargs)
+        summary = outputs.pooler_output.unflatten(0, (num_videos, num_frames))
+        patch_grid = outputs.last_hidden_state.unflatten(0, (num_videos, num_frames))
         connector_inputs = self.video_connector.reduce(summary, patch_grid)
         return AVLlmEncoderOutput(
             last_hidden_state=patch_grid,
             pooler_output=self.video_connector.project(*connector_inputs),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
             connector_inputs=connector_inputs,
         )
 
     @can_return_tuple
-    def get_image_features(self, pixel_values: torch.FloatTensor, **kwargs) -> AVLlmEncoderOutput:
-        """An image is a 1-frame video. `pixel_values`: `(num_images, 3, H, W)`; `pooler_output`:
-        `(num_images, num_image_tokens, hidden_size)`."""
-        return self.get_video_features(pixel_values.unsqueeze(1))
+    def get_image_features(
+        self, pixel_values: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> AVLlmEncoderOutput:
+        """An image is a 1-frame video (see `get_video_features`). `pixel_values`: `(num_images, 3, H, W)`;
+        `last_hidden_state`: `(num_images, 1, h, w, D_v)`; `pooler_output`: `(num_images, num_image_tokens,
+        hidden_size)`; `hidden_states` / `attentions`: one row per image."""
+        return self.get_video_features(pixel_values.unsqueeze(1), **kwargs)
 
     @can_return_tuple
-    def get_audio_features(self, input_features: torch.FloatTensor, **kwargs) -> AVLlmEncoderOutput:
+    def get_audio_features(
+        self, input_features: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> AVLlmAudioFeaturesOutput:
         """
         Args:
             input_features: `(num_audios, K, *segment_shape)`, one feature-extractor output per segment.
+            kwargs: go to the audio tower (`output_hidden_states`, `output_attentions`, ...).
         Returns:
-            `last_hidden_state`: the tower's time sequence per segment `(num_audios * K, L', D_a)`; `pooler_output`:
-            `(num_audios, K * audio_tokens_per_segment, hidden_size)` in segment order; `connector_inputs`: the pooled
-            segment tokens `(num_audios, K * audio_tokens_per_segment, D_a)` the audio projector takes.
+            `AVLlmAudioFeaturesOutput`, one row per audio except where it says per segment.
         """
         self._require_tower(self.audio_tower, "audio")
         num_audios, num_segments = input_features.shape[:2]
         segments = input_features.flatten(0, 1).to(self.audio_tower.dtype)
-        sequence = tower_family(self.config.audio_config).segment_sequence(self.audio_tower, segments)
+        outputs = tower_family(self.config.audio_config).segment_sequence(self.audio_tower, segments, **kwargs)
+        sequence = outputs.last_hidden_state
         tokens = nn.functional.adaptive_avg_pool1d(sequence.transpose(1, 2), self.config.audio_tokens_per_segment)
         tokens = tokens.transpose(1, 2).reshape(num_audios, -1, sequence.shape[-1])
-        return AVLlmEncoderOutput(
-            last_hidden_state=sequence, pooler_output=self.audio_projector(tokens), connector_inputs=(tokens,)
+        return AVLlmAudioFeaturesOutput(
+            last_hidden_state=sequence.reshape(num_audios, -1, sequence.shape[-1]),
+            pooler_output=self.audio_projector(tokens),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            segment_hidden_states=sequence,
+            connector_inputs=(tokens,),
         )
 
-    def _encoder_outputs(self, modality: str, raw: torch.Tensor | None, given) -> AVLlmEncoderOutput | None:
+    def _encoder_outputs(
+        self, modality: str, raw: torch.Tensor | None, given, **tower_kwargs
+    ) -> AVLlmEncoderOutput | None:
         """The encoder outputs of `modality` ("image" | "video" | "audio"): `given` in `mm_encoder_outputs` (merged as
         they are when they hold `pooler_output`; only `connector_inputs`: the connector runs on them), else computed
-        from the `raw` pixel values / input features, else `None`."""
+        from the `raw` pixel values / input features (`tower_kwargs` go to the tower), else `None`."""
         if given is None:
-            return None if raw is None else getattr(self, f"get_{modality}_features")(raw)
+            return None if raw is None else getattr(self, f"get_{modality}_features")(raw, **tower_kwargs)
         if raw is not None:
             raise ValueError(f"You cannot pass both {modality} inputs and mm_encoder_outputs[{modality!r}]")
         if given.get("pooler_output") is not None:
@@ -363,21 +415,24 @@ class AVLlmModel(AVLlmPreTrainedModel):
         # whose batches carry different modalities still call the same modules in the same order (ZeRO-3 gathers
         # parameters module by module as they run).
         touch_absent = self.touch_absent_modalities and self.training
+        # the towers return their hidden states / attentions when these are asked for (as llava's do); the other
+        # keyword arguments (packed-sequence lengths, position ids, ...) describe the text sequence: LM only
+        tower_kwargs = {key: kwargs[key] for key in ("output_hidden_states", "output_attentions") if key in kwargs}
         given = mm_encoder_outputs or {}
         counts = {}  # placeholder counts, checked once the whole forward is enqueued
-        image_outputs = self._encoder_outputs("image", pixel_values, given.get("image"))
+        image_outputs = self._encoder_outputs("image", pixel_values, given.get("image"), **tower_kwargs)
         if image_outputs is not None:
             inputs_embeds = self._merge(
                 input_ids, inputs_embeds, "image", image_outputs.pooler_output, mm_token_type_ids, counts
             )
-        video_outputs = self._encoder_outputs("video", pixel_values_videos, given.get("video"))
+        video_outputs = self._encoder_outputs("video", pixel_values_videos, given.get("video"), **tower_kwargs)
         if video_outputs is not None:
             inputs_embeds = self._merge(
                 input_ids, inputs_embeds, "video", video_outputs.pooler_output, mm_token_type_ids, counts
             )
         if touch_absent and image_outputs is None and video_outputs is None:
             inputs_embeds = self._touch_absent_branch(inputs_embeds, "vision")
-        audio_outputs = self._encoder_outputs("audio", input_features, given.get("audio"))
+        audio_outputs = self._encoder_outputs("audio", input_features, given.get("audio"), **tower_kwargs)
         if audio_outputs is not None:
             inputs_embeds = self._merge(
                 input_ids, inputs_embeds, "audio", audio_outputs.pooler_output, mm_token_type_ids, counts
@@ -426,13 +481,19 @@ class AVLlmForConditionalGeneration(AVLlmPreTrainedModel, GenerationMixin):
             model_kwargs.pop("mm_token_type_ids", None)
         return super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
 
-    def get_image_features(self, pixel_values: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+    def get_image_features(
+        self, pixel_values: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> AVLlmEncoderOutput:
         return self.model.get_image_features(pixel_values, **kwargs)
 
-    def get_video_features(self, pixel_values_videos: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+    def get_video_features(
+        self, pixel_values_videos: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> AVLlmEncoderOutput:
         return self.model.get_video_features(pixel_values_videos, **kwargs)
 
-    def get_audio_features(self, input_features: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+    def get_audio_features(
+        self, input_features: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> AVLlmAudioFeaturesOutput:
         return self.model.get_audio_features(input_features, **kwargs)
 
     @can_return_tuple
@@ -507,6 +568,7 @@ for _auto_class, _model_class in reversed(AUTO_MAP.items()):
 
 __all__ = [
     "AUTO_MAP",
+    "AVLlmAudioFeaturesOutput",
     "AVLlmConnectorInputMismatchError",
     "AVLlmEncoderOutput",
     "AVLlmForConditionalGeneration",

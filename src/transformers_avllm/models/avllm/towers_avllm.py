@@ -13,7 +13,6 @@ Adding a family is adding one entry: a subclass of `VisionTowerFamily` or `Audio
 """
 
 import torch
-from torch import nn
 from transformers import (
     ASTFeatureExtractor,
     ASTModel,
@@ -27,7 +26,9 @@ from transformers import (
     SiglipVisionModel,
     WhisperFeatureExtractor,
 )
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
+from transformers.utils import ModelOutput
 
 
 class TowerFamily:
@@ -58,6 +59,11 @@ class TowerFamily:
         for dummy passes. An audio feature extractor's real time length may differ (see the families)."""
         raise NotImplementedError
 
+    def run(self, tower: PreTrainedModel, inputs: torch.Tensor, **kwargs) -> ModelOutput:
+        """The tower's output on a batch of its inputs (its first argument); `kwargs` (transformers'
+        `output_hidden_states`, `output_attentions`, ...) go to the tower."""
+        return tower(inputs, return_dict=True, **kwargs)
+
 
 class VisionTowerFamily(TowerFamily):
     """A vision tower runs on frames `(N, 3, H, W)` and gives each a summary token and a square patch grid."""
@@ -76,14 +82,25 @@ class VisionTowerFamily(TowerFamily):
         return (3, config.image_size, config.image_size)
 
     def frame_features(
-        self, tower: nn.Module, pixel_values: torch.Tensor, feature_layer: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Runs the tower on frames `(N, 3, H, W)`; returns the summary `(N, D)` and the patch grid `(N, h, w, D)` of
-        hidden-state layer `feature_layer`."""
-        hidden_states = tower(pixel_values, output_hidden_states=True).hidden_states[feature_layer]
-        summary, patches = self.summary_and_patches(hidden_states)
+        self, tower: PreTrainedModel, pixel_values: torch.Tensor, feature_layer: int, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        """Runs the tower on frames `(N, 3, H, W)` and reads its hidden-state layer `feature_layer`:
+        `last_hidden_state` is that layer's patch grid `(N, h, w, D)`, `pooler_output` its summary token `(N, D)`.
+        `kwargs` go to the tower; `hidden_states` (all of the tower's) and `attentions` are there when asked for
+        (`output_hidden_states` / `output_attentions`, as keyword or in the tower's config)."""
+        all_hidden_states = bool(kwargs.pop("output_hidden_states", tower.config.output_hidden_states))
+        # unless they are all asked for, the tower keeps only the layer read (transformers' hidden-state selection)
+        outputs = self.run(
+            tower, pixel_values, output_hidden_states=True if all_hidden_states else [feature_layer], **kwargs
+        )
+        summary, patches = self.summary_and_patches(outputs.hidden_states[feature_layer])
         grid_size = int(patches.shape[1] ** 0.5)
-        return summary, patches.unflatten(1, (grid_size, grid_size))
+        return BaseModelOutputWithPooling(
+            last_hidden_state=patches.unflatten(1, (grid_size, grid_size)),
+            pooler_output=summary,
+            hidden_states=outputs.hidden_states if all_hidden_states else None,
+            attentions=outputs.attentions,
+        )
 
 
 class AudioTowerFamily(TowerFamily):
@@ -91,9 +108,18 @@ class AudioTowerFamily(TowerFamily):
 
     modality = "audio"
 
-    def segment_sequence(self, tower: nn.Module, input_features: torch.Tensor) -> torch.Tensor:
-        """Runs the tower on segments `(N, *input_shape)`; returns its last hidden state as a time sequence
-        `(N, L, width)`."""
+    def segment_sequence(self, tower: PreTrainedModel, input_features: torch.Tensor, **kwargs) -> BaseModelOutput:
+        """Runs the tower on segments `(N, *input_shape)`; `last_hidden_state` is its output read as a time sequence
+        `(N, L, width)`. `kwargs` go to the tower; its `hidden_states` and `attentions` are there when asked for."""
+        outputs = self.run(tower, input_features, **kwargs)
+        return BaseModelOutput(
+            last_hidden_state=self.time_sequence(tower, outputs),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def time_sequence(self, tower: PreTrainedModel, outputs: ModelOutput) -> torch.Tensor:
+        """The tower's output on N segments read as a time sequence `(N, L, width)`."""
         raise NotImplementedError
 
 
@@ -155,8 +181,8 @@ class ClapAudioTower(AudioTowerFamily):
     def input_shape(self, config):
         return (1, config.spec_size * config.spec_size // config.num_mel_bins, config.num_mel_bins)
 
-    def segment_sequence(self, tower, input_features):
-        return tower(input_features).last_hidden_state.mean(dim=2).transpose(1, 2)
+    def time_sequence(self, tower, outputs):
+        return outputs.last_hidden_state.mean(dim=2).transpose(1, 2)
 
 
 class WhisperAudioTower(AudioTowerFamily):
@@ -184,8 +210,8 @@ class WhisperAudioTower(AudioTowerFamily):
     def input_shape(self, config):
         return (config.num_mel_bins, 2 * config.max_source_positions)
 
-    def segment_sequence(self, tower, input_features):
-        return tower(input_features).last_hidden_state
+    def time_sequence(self, tower, outputs):
+        return outputs.last_hidden_state
 
 
 class AstAudioTower(AudioTowerFamily):
@@ -202,9 +228,9 @@ class AstAudioTower(AudioTowerFamily):
     def input_shape(self, config):
         return (config.max_length, config.num_mel_bins)
 
-    def segment_sequence(self, tower, input_features):
+    def time_sequence(self, tower, outputs):
         freq_patches, time_patches = tower.embeddings.get_shape(tower.config)
-        patches = tower(input_values=input_features).last_hidden_state[:, 2:]
+        patches = outputs.last_hidden_state[:, 2:]
         return patches.unflatten(1, (freq_patches, time_patches)).mean(dim=1)
 
 
