@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import LlamaForCausalLM
+from transformers import LlamaForCausalLM, LogitsProcessor, LogitsProcessorList
 
 from transformers_avllm import AVLlmForConditionalGeneration
 from transformers_avllm.tiny import tiny_audio_config, tiny_config, tiny_text_config, tiny_vision_config
@@ -67,16 +67,59 @@ def av_inputs(model, batch_size: int = 2, text_length: int = 64):
     return batch
 
 
-def best_seconds(functions: dict, repeats: int = 7, warmup: int = 1) -> dict:
+def synchronize(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_seconds(functions: dict, repeats: int = 7, warmup: int = 1, device: torch.device | None = None) -> dict:
     """Fastest wall time of each function, measured in interleaved rounds so that load from other processes hits
-    all of them alike (the minimum is the least noisy estimate of a deterministic computation's cost)."""
+    all of them alike (the minimum is the least noisy estimate of a deterministic computation's cost); on a GPU the
+    device is synchronised around each call."""
     for fn in functions.values():
         for _ in range(warmup):
             fn()
     timings = {name: [] for name in functions}
     for _ in range(repeats):
         for name, fn in functions.items():
+            synchronize(device)
             start = time.perf_counter()
             fn()
+            synchronize(device)
             timings[name].append(time.perf_counter() - start)
     return {name: min(values) for name, values in timings.items()}
+
+
+class _PrefillClock(LogitsProcessor):
+    """Notes the time at which generate() first asks for scores: the end of the prefill."""
+
+    def __init__(self, device: torch.device | None):
+        self.device, self.start = device, None
+
+    def __call__(self, input_ids, scores):
+        if self.start is None:
+            synchronize(self.device)
+            self.start = time.perf_counter()
+        return scores
+
+
+def decode_tokens_per_second(
+    generators: dict, new_tokens: int, repeats: int = 5, device: torch.device | None = None
+) -> dict:
+    """Decode tokens/s of each generator `generate(new_tokens, logits_processor)`: the `new_tokens - 1` steps after the
+    prefill, timed from the end of the prefill (so the prefill's own variance, towers included, stays out), fastest
+    of interleaved rounds after a warm-up (which also compiles, with a static cache)."""
+
+    def decode_seconds(generate):
+        clock = _PrefillClock(device)
+        generate(new_tokens, LogitsProcessorList([clock]))
+        synchronize(device)
+        return time.perf_counter() - clock.start
+
+    for generate in generators.values():
+        decode_seconds(generate)
+    timings = {name: [] for name in generators}
+    for _ in range(repeats):
+        for name, generate in generators.items():
+            timings[name].append(decode_seconds(generate))
+    return {name: (new_tokens - 1) / min(values) for name, values in timings.items()}

@@ -16,6 +16,7 @@ OPTIONS = {
         "--stage2-steps", "--workers",
     ],
     "data synth": ["--num-test", "--num-train", "--output-dir", "--seed"],
+    "data prepare": ["--data", "--media-root", "--output", "--processor", "--shard-size", "--split", "--workers"],
     "export": ["--eval-report", "--license", "--model", "--output", "--processor", "--repo-id", "--space"],
     "push": ["--private", "--repo-id"],
     "convert videollama2": [

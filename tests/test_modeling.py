@@ -282,13 +282,19 @@ def test_generate_sends_media_only_at_prefill():
     original = model.model.forward
 
     def spy(*args, **kwargs):
-        media_seen.append(kwargs.get("pixel_values_videos") is not None)
+        # generate() pre-encodes images and videos into `mm_encoder_outputs` (the model takes them, as llava does)
+        video = kwargs.get("pixel_values_videos") is not None or "video" in (kwargs.get("mm_encoder_outputs") or {})
+        audio, types = kwargs.get("input_features"), kwargs.get("mm_token_type_ids")
+        media_seen.append((video, audio is not None, types is not None))
         return original(*args, **kwargs)
 
     model.model.forward = spy
     _, rows = random_rows(model.config, ["av"])
-    model.generate(**rows[0], max_new_tokens=4, min_new_tokens=4, do_sample=False)
-    assert media_seen == [True, False, False, False]
+    type_ids = torch.zeros_like(rows[0]["input_ids"])
+    type_ids[rows[0]["input_ids"] == VIDEO_TOKEN_ID], type_ids[rows[0]["input_ids"] == AUDIO_TOKEN_ID] = 2, 3
+    model.generate(**rows[0], mm_token_type_ids=type_ids, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    # media and the placeholder types at prefill only: decode steps pass what the bare LLM's would
+    assert media_seen == [(True, True, True)] + [(False, False, False)] * 3
 
 
 def test_left_padded_batched_generation_equals_one_by_one():

@@ -52,14 +52,51 @@ def _demo(args):
 
 
 def add_data_parser(commands) -> None:
-    """`avllm data synth`: the synthetic audio-visual dataset."""
+    """`avllm data synth`: the synthetic audio-visual dataset; `avllm data prepare`: a dataset decoded once."""
     data = commands.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    add_prepare_parser(data)
     synth = data.add_parser("synth", help="write the synthetic audio-visual dataset (clips + train/test jsonl)")
     synth.add_argument("--output-dir", default="outputs/synth")
     synth.add_argument("--num-train", type=int, default=192)
     synth.add_argument("--num-test", type=int, default=48)
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(run=_synth)
+
+
+def add_prepare_parser(data) -> None:
+    """`avllm data prepare`: parquet shards of already-sampled frames and already-extracted audio features."""
+    prepare = data.add_parser(
+        "prepare",
+        help="decode a dataset's media once into parquet shards the collator reads without decoding (resumable)",
+    )
+    prepare.add_argument("--data", required=True, help="json / jsonl / parquet file in the training format")
+    prepare.add_argument("--processor", required=True, help="folder (or hub id) of the model or of its processor")
+    prepare.add_argument("--output", required=True, help="folder of the shards; an existing one is resumed")
+    prepare.add_argument("--media-root", help="folder that relative media paths start from")
+    prepare.add_argument("--split", default="train")
+    prepare.add_argument("--shard-size", type=int, default=256, help="rows per shard")
+    prepare.add_argument("--workers", type=int, help="decoding processes (default: every core)")
+    prepare.set_defaults(run=_prepare)
+
+
+def _prepare(args):
+    from transformers import AutoProcessor
+
+    from .data.prepare import prepare_dataset
+
+    counts = prepare_dataset(
+        args.data,
+        AutoProcessor.from_pretrained(args.processor),
+        args.output,
+        media_root=args.media_root,
+        split=args.split,
+        shard_size=args.shard_size,
+        num_workers=args.workers,
+    )
+    print(
+        f"{counts['rows']} rows in {counts['shards']} shards under {args.output}: {counts['prepared']} written, "
+        f"{counts['kept']} kept from before, {counts['errors']} rows whose media could not be decoded"
+    )
 
 
 def _synth(args):

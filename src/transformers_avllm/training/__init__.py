@@ -20,6 +20,7 @@ from .data import (
     mix_datasets,
 )
 from .stages import STAGES, apply_stage, stage_defaults
+from .tower_cache import TowerCache, TowerCacheMissError
 from .trainer import AVLlmSFTTrainer
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "STAGES",
     "SampleTooLongError",
     "TokenBudgetError",
+    "TowerCache",
+    "TowerCacheMissError",
     "apply_stage",
     "canonical_dataset",
     "check_token_budget",

@@ -1,11 +1,28 @@
 """AVLlmDataCollator: chat rows with media -> model inputs with labels on assistant replies only."""
 
+from __future__ import annotations
+
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..models.avllm import AUDIO, AUDIO_VISUAL, TOKEN_TYPE_IDS, VISUAL, AVLlmConfig, AVLlmProcessor, MediaError
+from ..data.prepare import PREPARED_MEDIA, PreparedDataMismatchError, settings_fingerprint, with_prepared_media
+from ..models.avllm import (
+    AUDIO,
+    AUDIO_VISUAL,
+    TOKEN_TYPE_IDS,
+    VISUAL,
+    AVLlmConfig,
+    AVLlmEncoderOutput,
+    AVLlmProcessor,
+    MediaError,
+    pad_windows,
+)
+
+if TYPE_CHECKING:
+    from .tower_cache import TowerCache
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -65,7 +82,8 @@ def check_token_budget(config: AVLlmConfig, text_budget: int | None, max_length:
 class AVLlmDataCollator:
     """Decodes each example's media (in DataLoader workers when `dataloader_num_workers > 0`), renders it with the
     processor's chat template and builds `labels` that train only on assistant replies: prompt, padding and every
-    placeholder token are -100. Modality is decided per example by its content items.
+    placeholder token are -100. Modality is decided per example by its content items. Rows of a prepared dataset
+    (`avllm data prepare`) carry their media decoded: nothing is decoded again, and the model inputs are the same.
 
     Args:
         processor: the model's `AVLlmProcessor`.
@@ -78,6 +96,8 @@ class AVLlmDataCollator:
         skip_bad_samples: leave out rows whose media cannot be decoded (counted in the logs) instead of raising.
         missing_audio: the processor's `missing_audio` policy for videos without an audio track; a row's own
             `missing_audio` field (its dataset's policy, see `DataMixture`) wins.
+        tower_cache: a `TowerCache` for a stage that freezes the towers: the media are neither decoded nor run
+            through the towers; the batch carries their stored connector inputs as `mm_encoder_outputs`.
     """
 
     processor: AVLlmProcessor
@@ -86,26 +106,53 @@ class AVLlmDataCollator:
     skip_bad_samples: bool = False
     missing_audio: str | None = None
     text_budget: int | None = None
+    tower_cache: TowerCache | None = None
 
     def __post_init__(self):
         if self.overflow not in ("error", "drop"):
             raise ValueError(f"overflow must be 'error' or 'drop', got {self.overflow!r}")
         self.dropped_too_long = self.skipped_bad = 0
+        self._settings_fingerprint = None
+
+    def _messages(self, example: dict) -> list[dict]:
+        """The example's messages; a prepared row's with its media sources replaced by their prepared media."""
+        if example.get(PREPARED_MEDIA) is None:
+            return example["messages"]
+        if self._settings_fingerprint is None:
+            self._settings_fingerprint = settings_fingerprint(self.processor)
+        return with_prepared_media(example, self._settings_fingerprint)
+
+    def resolve_items(self, example: dict):
+        """The example's media items, resolved as the processor renders them (no decoding)."""
+        messages = self._messages(example)
+        return self.processor.resolve_conversation(messages, missing_audio=self._missing_audio(example))[1]
+
+    def _missing_audio(self, example: dict) -> str | None:
+        """The row's own `missing_audio` policy (its dataset's), else the collator's."""
+        return example.get("missing_audio") or self.missing_audio
 
     def encode(self, example: dict) -> dict[str, torch.Tensor]:
-        """One example -> unpadded tensors `(1, L)` + its media tensors. Raises `BadSampleError`."""
+        """One example -> unpadded tensors `(1, L)` + its media tensors. Raises `BadSampleError`, or
+        `PreparedDataMismatchError` for a row prepared with other settings than the processor's."""
         sample_id = example.get("id", "<no id>")
         try:
+            messages = self._messages(example)
             encoded = self.processor.apply_chat_template(
-                example["messages"],
+                messages,
                 tokenize=True,
                 return_dict=True,
                 return_assistant_tokens_mask=True,
-                missing_audio=example.get("missing_audio") or self.missing_audio,
-                processor_kwargs={"padding": False},
+                missing_audio=self._missing_audio(example),
+                processor_kwargs={"padding": False, "decode_media": self.tower_cache is None},
             )
+            if self.tower_cache is not None:
+                items = self.processor.resolve_conversation(messages, missing_audio=self._missing_audio(example))[1]
+        except PreparedDataMismatchError:
+            raise
         except (MediaError, ValueError, KeyError) as err:
             raise BadSampleError(sample_id, str(err)) from err
+        if self.tower_cache is not None:
+            encoded["mm_encoder_outputs"] = self.tower_cache.connector_inputs(sample_id, items)
         input_ids = encoded["input_ids"]
         is_placeholder = encoded["mm_token_type_ids"] != TOKEN_TYPE_IDS["text"]
         labels = input_ids.masked_fill((encoded.pop("assistant_masks") == 0) | is_placeholder, IGNORE_INDEX)
@@ -167,13 +214,15 @@ class AVLlmDataCollator:
             tensors = [row[key] for row in rows if key in row]
             if key.startswith("input_features"):
                 windows = max((tensor.shape[1] for tensor in tensors), default=0)
-                tensors = [_pad_dim1(tensor, windows) for tensor in tensors]
+                tensors = [pad_windows(tensor, windows, dim=1) for tensor in tensors]
             if tensors:
                 batch[key] = torch.cat(tensors)
+        cached = [row["mm_encoder_outputs"] for row in rows if "mm_encoder_outputs" in row]
+        if cached:
+            batch["mm_encoder_outputs"] = {}
+            for kind in ("image", "video", "audio"):
+                parts = [row[kind].connector_inputs for row in cached if kind in row]
+                if parts:
+                    inputs = tuple(torch.cat(part) for part in zip(*parts, strict=True))
+                    batch["mm_encoder_outputs"][kind] = AVLlmEncoderOutput(connector_inputs=inputs)
         return batch
-
-
-def _pad_dim1(tensor: torch.Tensor, size: int) -> torch.Tensor:
-    """Zero-pads dim 1 of `tensor` to `size` (the windows of `input_features` / `input_features_mask`)."""
-    padding = [0, 0] * (tensor.ndim - 2) + [0, size - tensor.shape[1]]
-    return torch.nn.functional.pad(tensor, padding)

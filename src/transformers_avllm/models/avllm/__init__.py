@@ -39,6 +39,8 @@ from .modality_avllm import (
 from .modeling_avllm import (
     AUTO_MAP,
     AVLlmAudioFeaturesOutput,
+    AVLlmConnectorInputMismatchError,
+    AVLlmEncoderOutput,
     AVLlmForConditionalGeneration,
     AVLlmModel,
     AVLlmPlaceholderMismatchError,
@@ -50,6 +52,8 @@ from .processing_avllm import (
     RENDER_CONTENT_MACRO,
     AVLlmProcessor,
     MediaItem,
+    PreparedMedia,
+    pad_windows,
 )
 from .towers_avllm import TOWER_FAMILIES, AudioTowerFamily, TowerFamily, VisionTowerFamily, tower_family
 from .video_avllm import VideoClip, load_video, sample_frame_indices
@@ -68,6 +72,8 @@ __all__ = [
     "AVLlmBeatsFeatureExtractor",
     "AVLlmBeatsModel",
     "AVLlmConfig",
+    "AVLlmConnectorInputMismatchError",
+    "AVLlmEncoderOutput",
     "AVLlmForConditionalGeneration",
     "AVLlmModel",
     "AVLlmPlaceholderMismatchError",
@@ -82,6 +88,7 @@ __all__ = [
     "MediaError",
     "MediaInfo",
     "MediaItem",
+    "PreparedMedia",
     "MediaNotFoundError",
     "MediaTimeoutError",
     "MediaTooLargeError",
@@ -102,6 +109,7 @@ __all__ = [
     "load_audio",
     "load_video",
     "probe_media",
+    "pad_windows",
     "row_type",
     "row_type_indices",
     "sample_audio_clips",

@@ -2,7 +2,9 @@
 
 Every video connector is built from the config and the vision tower's width D_v, takes per-frame summary tokens
 `(B, T, D_v)` and the patch grid `(B, T, h, w, D_v)` and returns `(B, num_output_tokens, D_llm)`;
-`num_output_tokens(config, T, h)` is the count the processor expands placeholders to.
+`num_output_tokens(config, T, h)` is the count the processor expands placeholders to. Its forward is `project` of
+`reduce`: `reduce` (no parameters) keeps only what the projection consumes, which is what a tower-output cache stores
+for a stage that freezes the tower (`connector_input_shapes` gives its shapes).
 """
 
 import torch
@@ -27,7 +29,32 @@ class AVLlmMlp2xGelu(nn.Module):
         return self.linear_2(self.act(self.linear_1(hidden_states)))
 
 
-class AVLlmTemporalSpatialConnector(nn.Module):
+class AVLlmVideoConnector(nn.Module):
+    """A video connector: `forward(frame_tokens, patch_grid)` is `project(*reduce(frame_tokens, patch_grid))`."""
+
+    @staticmethod
+    def num_output_tokens(config, num_frames: int, grid_size: int) -> int:
+        raise NotImplementedError
+
+    @staticmethod
+    def reduce(frame_tokens: torch.Tensor, patch_grid: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The tower's outputs reduced to what `project` consumes (no parameters involved)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def connector_input_shapes(num_frames: int, grid_size: int, width: int) -> tuple[tuple[int, ...], ...]:
+        """Shapes (without the batch dim) of what `reduce` returns for a clip of `num_frames` frames."""
+        raise NotImplementedError
+
+    def project(self, *connector_inputs: torch.Tensor) -> torch.Tensor:
+        """`reduce`'s outputs -> `(B, num_output_tokens, D_llm)`."""
+        raise NotImplementedError
+
+    def forward(self, frame_tokens: torch.Tensor, patch_grid: torch.Tensor) -> torch.Tensor:
+        return self.project(*self.reduce(frame_tokens, patch_grid))
+
+
+class AVLlmTemporalSpatialConnector(AVLlmVideoConnector):
     """AV-LLM: T temporal tokens (each frame's [CLS]) then N spatial tokens (patches averaged over time), each set
     through its own linear projector (W_t, W_s). Output order [T][N]."""
 
@@ -41,13 +68,22 @@ class AVLlmTemporalSpatialConnector(nn.Module):
     def num_output_tokens(config, num_frames: int, grid_size: int) -> int:
         return num_frames + grid_size * grid_size
 
-    def forward(self, frame_tokens: torch.Tensor, patch_grid: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def reduce(frame_tokens, patch_grid):
+        """Each frame's summary `(B, T, D_v)` and the patch grid averaged over time `(B, h, w, D_v)`."""
+        return frame_tokens, patch_grid.mean(dim=1)
+
+    @staticmethod
+    def connector_input_shapes(num_frames, grid_size, width):
+        return (num_frames, width), (grid_size, grid_size, width)
+
+    def project(self, frame_tokens, time_pooled_grid):
         temporal = self.temporal_projector(frame_tokens)
-        spatial = self.spatial_projector(patch_grid.mean(dim=1).flatten(1, 2))
+        spatial = self.spatial_projector(time_pooled_grid.flatten(1, 2))
         return torch.cat([temporal, spatial], dim=1)
 
 
-class AVLlmPoolConnector(nn.Module):
+class AVLlmPoolConnector(AVLlmVideoConnector):
     """Video-ChatGPT / 001: temporal tokens (each frame averaged over space) then spatial tokens (each patch averaged
     over time), together through one mlp2x-gelu projector. Output order [T][N]."""
 
@@ -59,10 +95,17 @@ class AVLlmPoolConnector(nn.Module):
     def num_output_tokens(config, num_frames: int, grid_size: int) -> int:
         return num_frames + grid_size * grid_size
 
-    def forward(self, frame_tokens: torch.Tensor, patch_grid: torch.Tensor) -> torch.Tensor:
-        temporal = patch_grid.mean(dim=(2, 3))
-        spatial = patch_grid.mean(dim=1).flatten(1, 2)
-        return self.projector(torch.cat([temporal, spatial], dim=1))
+    @staticmethod
+    def reduce(frame_tokens, patch_grid):
+        """Each frame averaged over space `(B, T, D_v)` and the patch grid averaged over time `(B, h, w, D_v)`."""
+        return patch_grid.mean(dim=(2, 3)), patch_grid.mean(dim=1)
+
+    @staticmethod
+    def connector_input_shapes(num_frames, grid_size, width):
+        return (num_frames, width), (grid_size, grid_size, width)
+
+    def project(self, frame_means, time_pooled_grid):
+        return self.projector(torch.cat([frame_means, time_pooled_grid.flatten(1, 2)], dim=1))
 
 
 class AVLlmLayerNorm2d(nn.LayerNorm):
@@ -135,7 +178,7 @@ class AVLlmRegStage(nn.Sequential):
             )
 
 
-class AVLlmSTCConnector(nn.Module):
+class AVLlmSTCConnector(AVLlmVideoConnector):
     """VideoLLaMA 2 spatial-temporal convolution: RegStage -> Conv3d(kernel = stride = (t, s, s)) + SiLU -> RegStage ->
     2-layer MLP, on the patch grid. An image (T = 1) is repeated to the temporal kernel, as VideoLLaMA 2 repeats
     images over time."""
@@ -167,7 +210,16 @@ class AVLlmSTCConnector(nn.Module):
         out_s = _conv_output_size(grid_size, kernel_s, config.stc_padding)
         return out_t * out_s * out_s
 
-    def forward(self, frame_tokens: torch.Tensor, patch_grid: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def reduce(frame_tokens, patch_grid):
+        """The convolutions consume the whole patch grid `(B, T, h, w, D_v)`."""
+        return (patch_grid,)
+
+    @staticmethod
+    def connector_input_shapes(num_frames, grid_size, width):
+        return ((num_frames, grid_size, grid_size, width),)
+
+    def project(self, patch_grid):
         batch, frames, height, width, _ = patch_grid.shape
         if frames < self.downsample[0]:
             patch_grid = patch_grid.repeat_interleave(-(-self.downsample[0] // frames), dim=1)[:, : self.downsample[0]]

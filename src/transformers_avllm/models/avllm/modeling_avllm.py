@@ -1,5 +1,6 @@
 """AVLlm: an audio-visual LLM (vision tower + audio tower + connectors + any causal LM) in transformers' layout."""
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -9,7 +10,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs
+from transformers.utils import TransformersKwargs, is_torchdynamo_compiling
 from transformers.utils.generic import can_return_tuple
 
 from .compat_avllm import (
@@ -28,6 +29,45 @@ class AVLlmPlaceholderMismatchError(ValueError):
     """The number of placeholder tokens in `input_ids` differs from the number of features a modality produced."""
 
 
+class AVLlmConnectorInputMismatchError(ValueError):
+    """Connector inputs given in `mm_encoder_outputs` (e.g. from a tower-output cache) do not have the shapes this
+    model's towers and connectors produce (another tower, frame count, grid, audio token count or width)."""
+
+
+@dataclass
+class AVLlmEncoderOutput(BaseModelOutputWithPooling):
+    r"""
+    What `get_image_features` / `get_video_features` / `get_audio_features` return: `last_hidden_state` (the tower's
+    output), `pooler_output` (the connector's tokens `(num_items, tokens_per_item, hidden_size)`) and
+    `connector_inputs`: the tower's output reduced to what the connector consumes (`AVLlmVideoConnector.reduce`; for
+    audio, the segment tokens `(num_items, K * audio_tokens_per_segment, D_a)` the audio projector takes). A
+    tower-output cache stores `connector_inputs`; given back in `mm_encoder_outputs` without `pooler_output`, only the
+    connector runs.
+    """
+
+    connector_inputs: tuple[torch.FloatTensor, ...] | None = None
+
+
+class _DeferredCount:
+    """A count computed on the device, read on the host only when `value()` is called.
+
+    On CUDA the count is copied to pinned host memory with a non-blocking copy and an event marks its arrival, so that
+    reading it waits only for the kernels enqueued before the copy (the towers and the mask), not for the whole stream;
+    on the CPU the tensor is the value."""
+
+    def __init__(self, count: torch.Tensor):
+        self.count, self.ready = count, None
+        if count.device.type == "cuda":
+            self.count = count.to("cpu", non_blocking=True)
+            self.ready = torch.cuda.Event()
+            self.ready.record(torch.cuda.current_stream(count.device))  # the stream the copy was enqueued on
+
+    def value(self) -> int:
+        if self.ready is not None:
+            self.ready.synchronize()
+        return int(self.count)
+
+
 @dataclass
 class AVLlmModelOutputWithPast(MultimodalBaseModelOutputWithPast):
     r"""
@@ -38,7 +78,7 @@ class AVLlmModelOutputWithPast(MultimodalBaseModelOutputWithPast):
 
 
 @dataclass
-class AVLlmAudioFeaturesOutput(BaseModelOutputWithPooling):
+class AVLlmAudioFeaturesOutput(AVLlmEncoderOutput):
     r"""
     What `get_audio_features` returns for `num_audios` clips of K segments each, every segment covered by W windows
     (W = 1 when every segment fits the feature extractor's window).
@@ -51,6 +91,8 @@ class AVLlmAudioFeaturesOutput(BaseModelOutputWithPooling):
         ...)`, clip by clip, window by window as in `input_features`), as the tower runs on each window alone.
     segment_hidden_states (`(num_audios * W * K, L', D_a)`): the time sequence of each window the tower ran on, one
         row per window (the rows of `hidden_states` and `attentions`).
+    connector_inputs (`((num_audios, K * audio_tokens_per_segment, D_a),)`): the pooled segment tokens the audio
+        projector takes (what a tower-output cache stores).
     """
 
     segment_hidden_states: torch.FloatTensor | None = None
@@ -74,6 +116,13 @@ class AVLlmPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    @property
+    def _can_compile_fullgraph(self) -> bool:
+        """Whether `torch.compile(fullgraph=True)` traces the forward without graph breaks. What generate compiles
+        (decoding with a static cache) runs the language model and our wrappers, which trace (the placeholder count
+        check becomes an assertion of the graph while compiling), so the language model decides."""
+        return type(getattr(self, self.base_model_prefix, self).language_model)._can_compile_fullgraph
 
     def initialize_weights(self):
         """Initialises the weights not initialised yet (all of them at build; the keys a checkpoint lacks at load),
@@ -150,7 +199,7 @@ class AVLlmModel(AVLlmPreTrainedModel):
     @can_return_tuple
     def get_video_features(
         self, pixel_values_videos: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
-    ) -> BaseModelOutputWithPooling:
+    ) -> AVLlmEncoderOutput:
         """
         Args:
             pixel_values_videos: `(num_videos, num_frames, 3, H, W)`.
@@ -159,14 +208,15 @@ class AVLlmModel(AVLlmPreTrainedModel):
             `last_hidden_state`: the patch grid of hidden-state layer `vision_feature_layer`
             `(num_videos, num_frames, h, w, D_v)`; `pooler_output`: the connector's tokens
             `(num_videos, num_video_tokens, hidden_size)`; `hidden_states` / `attentions` when asked for: the tower's,
-            one row per frame (`(num_videos * num_frames, ...)`, video by video).
+            one row per frame (`(num_videos * num_frames, ...)`, video by video); `connector_inputs`: what the
+            connector consumes (`AVLlmVideoConnector.reduce`).
         """
         return self._clip_features(pixel_values_videos, **kwargs)
 
     @can_return_tuple
     def get_image_features(
         self, pixel_values: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
-    ) -> BaseModelOutputWithPooling:
+    ) -> AVLlmEncoderOutput:
         """An image is a clip of `config.frames_per_image` copies of itself (VideoLLaMA 2 repeats an image to
         `num_frames`; 1: a one-frame video), the tower run once per image (see `get_video_features`). `pixel_values`:
         `(num_images, 3, H, W)`; `last_hidden_state`: `(num_images, frames_per_image, h, w, D_v)`; `pooler_output`:
@@ -175,7 +225,7 @@ class AVLlmModel(AVLlmPreTrainedModel):
 
     def _clip_features(
         self, pixel_values_videos: torch.FloatTensor, frames: int | None = None, **kwargs
-    ) -> BaseModelOutputWithPooling:
+    ) -> AVLlmEncoderOutput:
         """The vision tower on every frame of clips `(num_clips, num_frames, 3, H, W)`, then the video connector;
         `frames`: a one-frame clip's features repeated to this many frames before the connector."""
         self._require_tower(self.vision_tower, "vision")
@@ -187,11 +237,13 @@ class AVLlmModel(AVLlmPreTrainedModel):
         patch_grid = outputs.last_hidden_state.unflatten(0, (num_videos, num_frames))
         if frames is not None:
             summary, patch_grid = summary.expand(-1, frames, -1), patch_grid.expand(-1, frames, -1, -1, -1)
-        return BaseModelOutputWithPooling(
+        connector_inputs = self.video_connector.reduce(summary, patch_grid)
+        return AVLlmEncoderOutput(
             last_hidden_state=patch_grid,
-            pooler_output=self.video_connector(summary, patch_grid),
+            pooler_output=self.video_connector.project(*connector_inputs),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            connector_inputs=connector_inputs,
         )
 
     @can_return_tuple
@@ -244,35 +296,66 @@ class AVLlmModel(AVLlmPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             segment_hidden_states=sequence,
+            connector_inputs=(tokens,),
         )
+
+    def _encoder_outputs(
+        self, modality: str, raw: torch.Tensor | None, given, **tower_kwargs
+    ) -> AVLlmEncoderOutput | None:
+        """The encoder outputs of `modality` ("image" | "video" | "audio"): `given` in `mm_encoder_outputs` (merged as
+        they are when they hold `pooler_output`; only `connector_inputs`: the connector runs on them), else computed
+        from the `raw` pixel values / input features (`tower_kwargs` go to `get_{modality}_features`), else `None`."""
+        if given is None:
+            return None if raw is None else getattr(self, f"get_{modality}_features")(raw, **tower_kwargs)
+        if raw is not None:
+            raise ValueError(f"You cannot pass both {modality} inputs and mm_encoder_outputs[{modality!r}]")
+        if given.get("pooler_output") is not None:
+            return given
+        if given.get("connector_inputs") is None:
+            raise ValueError(f"mm_encoder_outputs[{modality!r}] holds neither pooler_output nor connector_inputs")
+        return self._from_connector_inputs(modality, tuple(given["connector_inputs"]))
+
+    def _from_connector_inputs(self, modality: str, connector_inputs: tuple[torch.Tensor, ...]) -> AVLlmEncoderOutput:
+        """Runs only the connector of `modality` ("image" | "video" | "audio") on given connector inputs (a
+        tower-output cache's), after checking that their shapes are those this model's tower and connector produce."""
+        is_audio = modality == "audio"
+        tower_config = self.config.audio_config if is_audio else self.config.vision_config
+        self._require_tower(tower_config, "audio" if is_audio else "vision")
+        width = tower_family(tower_config).width(tower_config)
+        if is_audio:
+            expected = ((self.config.num_audio_tokens, width),)
+            connector = self.audio_projector
+        else:
+            num_frames = self.config.frames_per_image if modality == "image" else self.config.num_frames
+            expected = self.video_connector.connector_input_shapes(num_frames, self.config.vision_grid_size, width)
+            connector = self.video_connector.project
+        shapes = tuple(tuple(tensor.shape[1:]) for tensor in connector_inputs)
+        if shapes != tuple(expected):
+            raise AVLlmConnectorInputMismatchError(
+                f"{modality} connector inputs have shapes {shapes} (without the item dim), but this model's "
+                f"{self.config.connector_type if not is_audio else 'audio'} connector takes {tuple(expected)}; were "
+                "they computed by another tower or with other settings (frames, audio segments, tokens per segment)?"
+            )
+        dtype = next(self.audio_projector.parameters() if is_audio else self.video_connector.parameters()).dtype
+        projected = connector(*(tensor.to(dtype) for tensor in connector_inputs))
+        return AVLlmEncoderOutput(pooler_output=projected, connector_inputs=connector_inputs)
 
     def get_placeholder_mask(
         self,
         input_ids: torch.LongTensor | None,
         inputs_embeds: torch.FloatTensor,
         modality: str,
-        features: torch.Tensor,
         mm_token_type_ids: torch.LongTensor | None = None,
     ) -> torch.BoolTensor:
-        """Placeholder positions of `modality` ("image" | "video" | "audio") as a `(batch, seq, 1)` mask, read from
-        `mm_token_type_ids` when given, else from `input_ids`, else by matching the placeholder's embedding. Raises
-        when their count differs from the features' token count `(num_items, tokens_per_item, hidden)`."""
+        """Placeholder positions of `modality` ("image" | "video" | "audio") as a `(batch, seq)` mask, read from
+        `mm_token_type_ids` when given, else from `input_ids`, else by matching the placeholder's embedding."""
         token_id = getattr(self.config, f"{modality}_token_id")
         if mm_token_type_ids is not None:
-            mask = mm_token_type_ids == TOKEN_TYPE_IDS[modality]
-        elif input_ids is not None:
-            mask = input_ids == token_id
-        else:
-            placeholder = self.get_input_embeddings()(torch.tensor(token_id, device=inputs_embeds.device))
-            mask = (inputs_embeds == placeholder).all(-1)
-        num_placeholders, num_features = int(mask.sum()), features.shape[0] * features.shape[1]
-        if num_placeholders != num_features:
-            raise AVLlmPlaceholderMismatchError(
-                f"{num_placeholders} {modality} placeholder tokens (id {token_id}) but {features.shape[0]} item(s) "
-                f"giving {num_features} feature tokens; expand each modality token with the processor built for this "
-                "model and do not truncate inside a placeholder run"
-            )
-        return mask.unsqueeze(-1)
+            return mm_token_type_ids == TOKEN_TYPE_IDS[modality]
+        if input_ids is not None:
+            return input_ids == token_id
+        placeholder = self.get_input_embeddings()(torch.tensor(token_id, device=inputs_embeds.device))
+        return (inputs_embeds == placeholder).all(-1)
 
     def _touch_absent_branch(self, inputs_embeds: torch.Tensor, modality: str) -> torch.Tensor:
         """Adds a zero-weighted pass of a dummy input through the `"vision"` or `"audio"` tower and its connector,
@@ -291,11 +374,45 @@ class AVLlmModel(AVLlmPreTrainedModel):
         return inputs_embeds + 0.0 * features.pooler_output.sum().to(inputs_embeds.dtype)
 
     def _merge(
-        self, input_ids, inputs_embeds, modality: str, features: torch.Tensor, mm_token_type_ids
+        self, input_ids, inputs_embeds, modality: str, features: torch.Tensor, mm_token_type_ids, counts: dict
     ) -> torch.Tensor:
+        """Writes `features` `(num_items, tokens_per_item, hidden)` into the placeholder positions of `modality`, in
+        order, and records the placeholder count in `counts` for `_check_placeholder_counts`.
+
+        No host synchronisation: reading the count here (`int(mask.sum())`) would stall the host until the towers had
+        run, before it could enqueue the LLM (15% of a 7B prefill on an H200). So the count is compared after the whole
+        forward has been enqueued, and the merge must not trust it: the k-th placeholder takes feature row k through a
+        gather with clamped indices (`torch.where` keeps the text embeddings elsewhere), which stays in bounds whatever
+        the count, where `masked_scatter` with more placeholders than features would trip a device-side assert on
+        CUDA before the named error could be raised. The values equal `masked_scatter`'s; shapes are static, so it
+        also compiles without graph breaks."""
         features = features.to(inputs_embeds.device, inputs_embeds.dtype)
-        mask = self.get_placeholder_mask(input_ids, inputs_embeds, modality, features, mm_token_type_ids)
-        return inputs_embeds.masked_scatter(mask, features)
+        mask = self.get_placeholder_mask(input_ids, inputs_embeds, modality, mm_token_type_ids)
+        count = mask.sum()
+        counts[modality] = (count if is_torchdynamo_compiling() else _DeferredCount(count), *features.shape[:2])
+        rows = features.reshape(-1, features.shape[-1])
+        if rows.shape[0] == 0:
+            return inputs_embeds
+        index = (mask.flatten().cumsum(0) - 1).clamp(0, rows.shape[0] - 1)
+        return torch.where(mask.unsqueeze(-1), rows[index].view_as(inputs_embeds), inputs_embeds)
+
+    def _check_placeholder_counts(self, counts: dict) -> None:
+        """Raises `AVLlmPlaceholderMismatchError` when a modality's placeholder count (recorded by `_merge`) differs
+        from its feature token count. Called once every kernel of the forward has been enqueued; while compiling, the
+        check is a runtime assertion of the graph instead."""
+        for modality, (count, num_items, tokens_per_item) in counts.items():
+            num_features = num_items * tokens_per_item
+            if is_torchdynamo_compiling():
+                torch._assert_async(count == num_features, "placeholder count mismatch")
+                continue
+            num_placeholders = count.value()
+            if num_placeholders != num_features:
+                token_id = getattr(self.config, f"{modality}_token_id")
+                raise AVLlmPlaceholderMismatchError(
+                    f"{num_placeholders} {modality} placeholder tokens (id {token_id}) but {num_items} item(s) giving "
+                    f"{num_features} feature tokens; expand each modality token with the processor built for this "
+                    "model and do not truncate inside a placeholder run"
+                )
 
     @can_return_tuple
     @accepts_past_key_values
@@ -311,6 +428,7 @@ class AVLlmModel(AVLlmPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         mm_token_type_ids: torch.LongTensor | None = None,
         input_features_mask: torch.Tensor | None = None,
+        mm_encoder_outputs: dict[str, AVLlmEncoderOutput] | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> AVLlmModelOutputWithPast:
         r"""
@@ -322,6 +440,10 @@ class AVLlmModel(AVLlmPreTrainedModel):
         input_features_mask (`(num_audios, W * K, F)`, *optional*): 1 on the feature frames of real audio.
         mm_token_type_ids (`(batch, seq)`, *optional*): 0 text, 1 image, 2 video, 3 audio placeholder (the
             processor's output); locates placeholders, and is what makes an `inputs_embeds`-only call work.
+        mm_encoder_outputs (`dict[str, AVLlmEncoderOutput]`, *optional*): per modality ("image", "video", "audio"),
+            encoder outputs computed beforehand, in place of that modality's pixel values / input features: with
+            `pooler_output` (what `get_*_features` returns; `generate` pre-encodes images and videos this way) they
+            are merged as they are; with only `connector_inputs` (a tower-output cache's), the connector runs on them.
         """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
@@ -335,23 +457,26 @@ class AVLlmModel(AVLlmPreTrainedModel):
         # the towers return their hidden states / attentions when these are asked for (as llava's do); the other
         # keyword arguments (packed-sequence lengths, position ids, ...) describe the text sequence: LM only
         tower_kwargs = {key: kwargs[key] for key in ("output_hidden_states", "output_attentions") if key in kwargs}
-        image_outputs = video_outputs = audio_outputs = None
-        if pixel_values is not None:
-            image_outputs = self.get_image_features(pixel_values, **tower_kwargs)
+        given = mm_encoder_outputs or {}
+        counts = {}  # placeholder counts, checked once the whole forward is enqueued
+        image_outputs = self._encoder_outputs("image", pixel_values, given.get("image"), **tower_kwargs)
+        if image_outputs is not None:
             inputs_embeds = self._merge(
-                input_ids, inputs_embeds, "image", image_outputs.pooler_output, mm_token_type_ids
+                input_ids, inputs_embeds, "image", image_outputs.pooler_output, mm_token_type_ids, counts
             )
-        if pixel_values_videos is not None:
-            video_outputs = self.get_video_features(pixel_values_videos, **tower_kwargs)
+        video_outputs = self._encoder_outputs("video", pixel_values_videos, given.get("video"), **tower_kwargs)
+        if video_outputs is not None:
             inputs_embeds = self._merge(
-                input_ids, inputs_embeds, "video", video_outputs.pooler_output, mm_token_type_ids
+                input_ids, inputs_embeds, "video", video_outputs.pooler_output, mm_token_type_ids, counts
             )
         if touch_absent and image_outputs is None and video_outputs is None:
             inputs_embeds = self._touch_absent_branch(inputs_embeds, "vision")
-        if input_features is not None:
-            audio_outputs = self.get_audio_features(input_features, input_features_mask, **tower_kwargs)
+        audio_outputs = self._encoder_outputs(
+            "audio", input_features, given.get("audio"), input_features_mask=input_features_mask, **tower_kwargs
+        )
+        if audio_outputs is not None:
             inputs_embeds = self._merge(
-                input_ids, inputs_embeds, "audio", audio_outputs.pooler_output, mm_token_type_ids
+                input_ids, inputs_embeds, "audio", audio_outputs.pooler_output, mm_token_type_ids, counts
             )
         elif touch_absent:
             inputs_embeds = self._touch_absent_branch(inputs_embeds, "audio")
@@ -363,6 +488,7 @@ class AVLlmModel(AVLlmPreTrainedModel):
             **{CACHE_NAME: cache},
             **kwargs,
         )
+        self._check_placeholder_counts(counts)
         return AVLlmModelOutputWithPast(
             **outputs, image_outputs=image_outputs, video_outputs=video_outputs, audio_outputs=audio_outputs
         )
@@ -388,14 +514,22 @@ class AVLlmForConditionalGeneration(AVLlmPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs: dict, *args, **kwargs) -> dict:
+        """After prefill, decoding with a cache sends no media, so `mm_token_type_ids` is dropped rather than grown by
+        one column and sliced at every step (`generate`'s handling of it): the decode steps then pass exactly what the
+        bare language model's do."""
+        if model_kwargs.get("use_cache", True):
+            model_kwargs.pop("mm_token_type_ids", None)
+        return super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
+
     def get_image_features(
         self, pixel_values: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
-    ) -> BaseModelOutputWithPooling:
+    ) -> AVLlmEncoderOutput:
         return self.model.get_image_features(pixel_values, **kwargs)
 
     def get_video_features(
         self, pixel_values_videos: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
-    ) -> BaseModelOutputWithPooling:
+    ) -> AVLlmEncoderOutput:
         return self.model.get_video_features(pixel_values_videos, **kwargs)
 
     def get_audio_features(
@@ -420,6 +554,7 @@ class AVLlmForConditionalGeneration(AVLlmPreTrainedModel, GenerationMixin):
         inputs_embeds: torch.FloatTensor | None = None,
         mm_token_type_ids: torch.LongTensor | None = None,
         input_features_mask: torch.Tensor | None = None,
+        mm_encoder_outputs: dict[str, AVLlmEncoderOutput] | None = None,
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs: Unpack[TransformersKwargs],
@@ -439,6 +574,7 @@ class AVLlmForConditionalGeneration(AVLlmPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             mm_token_type_ids=mm_token_type_ids,
+            mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
         )
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
@@ -459,6 +595,11 @@ class AVLlmForConditionalGeneration(AVLlmPreTrainedModel, GenerationMixin):
         )
 
 
+# generate() asks at every decode step whether a remote-code model's forward takes `cache_position`
+# (`inspect.signature(self.forward)`: ~200 Python calls, a fifth of the bare LLM's whole decode step on the CPU);
+# the signature computed once answers it without re-reading the function.
+AVLlmForConditionalGeneration.forward.__signature__ = inspect.signature(AVLlmForConditionalGeneration.forward)
+
 # Which Auto class loads which model class: `save_pretrained` writes every pair into config.json's `auto_map`, and
 # the installed package registers them with transformers' Auto classes. A class's first pair is its
 # `_auto_class`, which makes transformers' `save_pretrained` copy the code files next to the weights.
@@ -474,6 +615,8 @@ for _auto_class, _model_class in reversed(AUTO_MAP.items()):
 __all__ = [
     "AUTO_MAP",
     "AVLlmAudioFeaturesOutput",
+    "AVLlmConnectorInputMismatchError",
+    "AVLlmEncoderOutput",
     "AVLlmForConditionalGeneration",
     "AVLlmModel",
     "AVLlmPlaceholderMismatchError",

@@ -79,6 +79,41 @@ class MediaItem:
         return self.sample_type != VISUAL
 
 
+@dataclass
+class PreparedMedia:
+    """A media source decoded once, up to the steps that are cheap to repeat per sample: what
+    `AVLlmProcessor.prepare_media` returns and `avllm data prepare` stores, and a media source the processor takes in
+    place of the file.
+
+    Args:
+        source: description of the source it was prepared from (for error messages).
+        frames: `(T, 3, H, W)` (a video's sampled frames) or `(1, 3, H, W)` (an image) after the image processor's
+            resize and crop, before its rescale and normalisation (uint8 with the installed image processors).
+        timestamps: the seconds of a video's sampled frames.
+        audio_features: `(W * K, *window_shape)` float32, the feature extractor's output for the W windows of the K
+            audio segments (an audio file, or a video's own track; silence as long as the video when it has no
+            track), laid out as `AVLlmProcessor._audio_features` lays them out.
+        audio_mask: `(W * K, F)`, 1 on the feature frames of real audio (`input_features_mask`).
+        has_audio: whether the source has an audio track (`audio_features` are silence otherwise).
+        content_sha256: sha256 of the source file's bytes, when known (what a tower-output cache is keyed by).
+    """
+
+    source: str
+    frames: torch.Tensor | None = None
+    timestamps: list[float] | None = None
+    audio_features: torch.Tensor | None = None
+    audio_mask: torch.Tensor | None = None
+    has_audio: bool = False
+    content_sha256: str | None = None
+
+
+def pad_windows(tensor: torch.Tensor, size: int, dim: int = 0) -> torch.Tensor:
+    """Zero-pads dimension `dim` of `input_features` / `input_features_mask` (the `W * K` windows of a clip) to `size`:
+    the extra windows come last, so each added window is an empty one for every segment (mask 0)."""
+    padding = [0, 0] * (tensor.ndim - dim - 1) + [0, size - tensor.shape[dim]]
+    return torch.nn.functional.pad(tensor, padding)
+
+
 def _check_missing_audio(policy: str) -> str:
     if policy not in MISSING_AUDIO_POLICIES:
         raise ValueError(f"missing_audio must be one of {MISSING_AUDIO_POLICIES}, got {policy!r}")
@@ -214,14 +249,15 @@ class AVLlmProcessor(ProcessorMixin):
         use_audio = use_audio and self.has_audio
         silent = False
         if use_audio:
-            if not is_file_source(source):
+            prepared = isinstance(source, PreparedMedia)
+            if not (prepared or is_file_source(source)):
                 raise MissingStreamError(
                     "<decoded frames>", "decoded frames carry no audio track; pass the file, or use_audio=False"
                 )
-            if not probe_media(source).has_audio:
+            if not (source.has_audio if prepared else probe_media(source).has_audio):
                 if missing_audio == "error":
                     raise MissingStreamError(
-                        describe_source(source),
+                        source.source if prepared else describe_source(source),
                         f"no audio track, but {MODALITY_TOKENS[AUDIO_VISUAL]} needs one; pass use_audio=False for "
                         "video only, or missing_audio='visual_only' / 'silence'",
                     )
@@ -286,38 +322,79 @@ class AVLlmProcessor(ProcessorMixin):
         shape = (len(waveforms), num_windows * self.num_audio_segments)
         return {"input_features": features.unflatten(0, shape), "input_features_mask": mask.unflatten(0, shape)}
 
-    def _sound(self, item: MediaItem) -> np.ndarray:
-        """The waveform an item's sound is: its track (silence for a `silent_audio` video), sampled as
-        `audio_sampling` says for a video."""
+    def _sound(self, kind: str, source, silent: bool = False) -> np.ndarray:
+        """The waveform of an audio or video source: its track (`silent`: silence as long as a video without one),
+        sampled as `audio_sampling` says for a video."""
         rate = self.feature_extractor.sampling_rate
-        waveform = load_waveform(item.source, rate, allow_missing=item.silent_audio)
-        if self.audio_sampling == "videollama2" and item.kind == "video":
+        waveform = load_waveform(source, rate, allow_missing=silent)
+        if self.audio_sampling == "videollama2" and kind == "video":
             return sample_audio_clips(waveform, rate)
         return waveform
 
-    def _pixel_values(self, pictures: list) -> torch.Tensor:
-        """`(N, 3, H, W)` from RGB frames or images, padded to squares first when `pad_to_square`."""
+    def _resized_frames(self, pictures: list) -> torch.Tensor:
+        """`(N, 3, H, W)` from RGB frames or images: padded to squares first when `pad_to_square`, then the image
+        processor's resize and crop alone (no rescale or normalisation); uint8 for uint8 input with the installed
+        processors, so that `_normalized_frames` of it equals the processor's full pass."""
         if self.pad_to_square:
             fill = tuple(int(255 * mean) for mean in self.image_processor.image_mean)
             pictures = [_pad_to_square(picture, fill) for picture in pictures]
-        return self.image_processor(images=pictures, return_tensors="pt")["pixel_values"]
+        return self.image_processor(images=pictures, do_rescale=False, do_normalize=False, return_tensors="pt")[
+            "pixel_values"
+        ]
+
+    def _normalized_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """The image processor's remaining steps (rescale, normalisation) on `_resized_frames`' output
+        `(N, 3, H, W)`."""
+        geometric = {
+            name: False for name in ("do_resize", "do_center_crop", "do_pad") if hasattr(self.image_processor, name)
+        }
+        return self.image_processor(images=frames, return_tensors="pt", **geometric)["pixel_values"]
+
+    def prepare_media(
+        self, kind: str, source, use_video: bool = True, use_audio: bool = True, silent_audio: bool = False
+    ) -> PreparedMedia:
+        """Decodes a `"video"`, `"image"` or `"audio"` source once: a video's sampled frames (`use_video`) and its
+        audio track (`use_audio`; `silent_audio`: silence as long as the video, for a file without one), an image, or
+        an audio clip, through the decoding, the image processor's resize and crop and the feature extractor. The
+        processor finishes every item from this (live, or stored by `avllm data prepare`), so both give the same model
+        inputs."""
+        if isinstance(source, PreparedMedia):
+            return source
+        prepared = PreparedMedia(describe_source(source))
+        if kind == "image":
+            prepared.frames = self._resized_frames([load_picture(source)])
+        elif kind == "video" and use_video:
+            frames, prepared.timestamps = sample_frames(source, self.num_frames)
+            prepared.frames = self._resized_frames(list(frames))
+        if kind == "audio" or (kind == "video" and use_audio):
+            audio = self._audio_features([self._sound(kind, source, silent_audio)])
+            prepared.audio_features, prepared.audio_mask = audio["input_features"][0], audio["input_features_mask"][0]
+            prepared.has_audio = not silent_audio
+        return prepared
 
     def _media_inputs(self, items: list[MediaItem]) -> tuple[dict, list[list[float] | None]]:
-        """Decodes the items' media: `pixel_values_videos`, `pixel_values`, `input_features` with
-        `input_features_mask` (those present) and, per video, the timestamps of its sampled frames."""
+        """The items' model inputs: `pixel_values_videos`, `pixel_values`, `input_features` with
+        `input_features_mask` (those present; clips covered by fewer windows than the call's most are padded with
+        empty windows) and, per video, the timestamps of its sampled frames. Each item is decoded (`prepare_media`)
+        unless it comes prepared."""
         data = {}
-        decoded_videos = [sample_frames(item.source, self.num_frames) for item in items if item.use_video]
-        images = [load_picture(item.source) for item in items if item.kind == "image"]
-        waveforms = [self._sound(item) for item in items if item.use_audio]
-        if decoded_videos:
-            frames = [frame for video, _ in decoded_videos for frame in video]
-            pixel_values = self._pixel_values(frames)
-            data["pixel_values_videos"] = pixel_values.unflatten(0, (len(decoded_videos), self.num_frames))
+        prepared = [
+            self.prepare_media(item.kind, item.source, item.use_video, item.use_audio, item.silent_audio)
+            for item in items
+        ]
+        videos = [media for item, media in zip(items, prepared, strict=True) if item.use_video]
+        images = [media for item, media in zip(items, prepared, strict=True) if item.kind == "image"]
+        audios = [media for item, media in zip(items, prepared, strict=True) if item.use_audio]
+        if videos:
+            frames = self._normalized_frames(torch.cat([media.frames for media in videos]))
+            data["pixel_values_videos"] = frames.unflatten(0, (len(videos), self.num_frames))
         if images:
-            data["pixel_values"] = self._pixel_values(images)
-        if waveforms:
-            data.update(self._audio_features(waveforms))
-        return data, [timestamps for _, timestamps in decoded_videos]
+            data["pixel_values"] = self._normalized_frames(torch.cat([media.frames for media in images]))
+        if audios:
+            windows = max(media.audio_features.shape[0] for media in audios)
+            data["input_features"] = torch.stack([pad_windows(media.audio_features, windows) for media in audios])
+            data["input_features_mask"] = torch.stack([pad_windows(media.audio_mask, windows) for media in audios])
+        return data, [media.timestamps for media in videos]
 
     # ---- expansion and tokenisation ------------------------------------------------------------------------------
 
@@ -381,11 +458,14 @@ class AVLlmProcessor(ProcessorMixin):
         return_tensors="pt",
         generation_spans: list[list[tuple[int, int]]] | None = None,
         return_video_metadata: bool = False,
+        decode_media: bool = True,
         **tokenizer_kwargs,
     ) -> BatchFeature:
+        """`decode_media=False`: the text with its placeholders expanded and no media inputs, for a caller that brings
+        the media's encodings (a tower-output cache)."""
         self._check_modality_tokens(texts, items_per_sample)
         flat = [item for items in items_per_sample for item in items]
-        media, timestamps = self._media_inputs(flat)
+        media, timestamps = self._media_inputs(flat) if decode_media else ({}, [])
         runs = iter(self._replacements(flat, media))
         spans_per_sample = generation_spans or [[] for _ in texts]
         expanded, moved_spans = zip(
@@ -587,5 +667,7 @@ __all__ = [
     "AVLlmProcessor",
     "MediaItem",
     "MISSING_AUDIO_POLICIES",
+    "PreparedMedia",
     "RENDER_CONTENT_MACRO",
+    "pad_windows",
 ]
