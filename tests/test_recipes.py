@@ -9,7 +9,8 @@ built as that recipe builds its own.
 
 To cover a new recipe: give each checkpoint it names a stand-in in `TINY_LLMS` / `TINY_TOWERS` (a tiny config of the
 same family with the real model's patch grid, audio window and context length), and, if it starts from a checkpoint
-that no recipe writes, an entry in `STARTING_RECIPES`; add its paper's media token counts to `PAPER_MEDIA_TOKENS`.
+that no recipe writes, an entry in `STARTING_RECIPES` (another recipe builds it) or `STARTING_CHECKPOINTS` (a converted
+checkpoint); add its paper's media token counts to `PAPER_MEDIA_TOKENS`.
 """
 
 import json
@@ -24,7 +25,8 @@ from transformers import LlamaForCausalLM, WhisperModel
 
 from transformers_avllm.cli import main
 from transformers_avllm.components import from_pretrained_components
-from transformers_avllm.models.avllm import AVLlmConfig, tower_family
+from transformers_avllm.conversion.videollama2 import avllm_config_from_reference, beats_frames
+from transformers_avllm.models.avllm import AVLlmConfig, AVLlmForConditionalGeneration, AVLlmProcessor, tower_family
 from transformers_avllm.tiny import (
     SAMPLING_RATE,
     build_tokenizer,
@@ -54,13 +56,47 @@ TINY_TOWERS = {
 }
 # Recipe -> the recipe whose model it starts from, where no recipe's `output_dir` is its `model_name_or_path`.
 STARTING_RECIPES: dict[str, str] = {}
+
+
+def videollama2_16f_with_beats(folder: Path) -> Path:
+    """VideoLLaMA 2's A1 starting point as `avllm convert videollama2 --audio-tower` writes it (VideoLLaMA2.1-7B-16F +
+    BEATs; conversion/videollama2.py builds its config): Qwen2 with 32k positions, SigLIP-so400m-384's 27 x 27 patch
+    grid, `stc_connector_v35` over 16 frames, BEATs over 30 s of audio (1496 tokens), VideoLLaMA 2's audio sampling and
+    square padding (A3's `--image_aspect_ratio pad`, the conversion's `--pad-to-square`); tiny widths."""
+    tokenizer = build_tokenizer([" ".join(WORDS)])
+    reference = {"num_frames": 16, "mm_projector_type": "stc_connector_v35", "mm_projector_a_type": "mlp2x_gelu"}
+    vision = TINY_TOWERS["google/siglip-so400m-patch14-384"]()
+    beats = tiny_audio_config("beats", max_length=beats_frames(30.0))
+    text = tiny_text_config("qwen2", max_position_embeddings=32768)
+    config = avllm_config_from_reference(reference, text, vision, beats, tokenizer)
+    torch.manual_seed(0)
+    AVLlmForConditionalGeneration(config).save_pretrained(folder)
+    vision_family, audio_family = tower_family(vision), tower_family(beats)
+    AVLlmProcessor.for_model(
+        config,
+        tokenizer,
+        image_processor=vision_family.processor_class(**vision_family.processor_settings(vision)),
+        feature_extractor=audio_family.processor_class(**audio_family.processor_settings(beats, 16000)),
+        missing_audio="silence",
+        audio_sampling="videollama2",
+        pad_to_square=True,
+    ).save_pretrained(folder)
+    return folder
+
+
+# `model_name_or_path` -> a builder of its tiny stand-in in a folder, for a starting checkpoint no recipe writes.
+STARTING_CHECKPOINTS = {"outputs/videollama2.1-7b-16f-beats": videollama2_16f_with_beats}
 # Recipe -> the media tokens its paper gives: (a video's visual tokens, an audio clip's tokens).
 PAPER_MEDIA_TOKENS = {
     "avllm_stage1": (32 + 256, 4),  # 000 §3.1: T = 32 temporal + N = 16 x 16 spatial tokens, K = 4 auditory tokens
     "avllm_stage2": (32 + 256, 4),
     "owlet_001_audio_pretrain": (829, 64),  # 001 §3: "converted into 64 and 829 token embeddings"
     "owlet_001": (829, 64),
-    "videollama2_av_joint": (9 * 13 * 13, 32),  # STC over 16 frames of 24 x 24 patches, padding 1
+    # 003 (VideoLLaMA 2.1 AV): `stc_connector_v35` (no padding, stride 2 in time and space) over 16 frames of 27 x 27
+    # SigLIP patches: 8 x 13 x 13 = 1352; BEATs over 30 s: 187 x 8 = 1496 patches, each a token
+    **dict.fromkeys(
+        ("videollama2_a1_audio_pretrain", "videollama2_a2_audio_finetune", "videollama2_a3_av_joint"), (1352, 1496)
+    ),
 }
 MODEL_KEYS = ("llm", "vision_tower", "audio_tower")
 GEOMETRY_KEYS = (
@@ -105,6 +141,8 @@ def stand_in_checkpoints(recipe: dict, folder: Path) -> dict[str, str]:
 def starting_model(recipe_name: str, recipe: dict, folder: Path) -> str:
     """The tiny checkpoint a recipe that starts from `model_name_or_path` trains: built as the recipe that writes
     that folder builds its model."""
+    if recipe["model_name_or_path"] in STARTING_CHECKPOINTS:
+        return str(STARTING_CHECKPOINTS[recipe["model_name_or_path"]](folder / "start"))
     source_name = STARTING_RECIPES.get(recipe_name)
     if source_name is None:
         start = recipe["model_name_or_path"]
