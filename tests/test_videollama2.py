@@ -202,7 +202,7 @@ def test_default_processor_is_the_reference_inference_preprocessing(reference, c
     for backend, tolerance in (("pil", 0.0), (None, 2 / 255 + 1e-6)):  # one 8-bit level, times 1 / std = 2
         processor = AutoProcessor.from_pretrained(converted, **({"backend": backend} if backend else {}))
         assert not processor.pad_to_square
-        pixels = processor._pixel_values(frames)
+        pixels = processor._normalized_frames(processor._resized_frames(frames))
         torch.testing.assert_close(pixels, io["av_video_unpadded"], atol=tolerance, rtol=0)
     assert (processor.audio_sampling, processor.missing_audio, processor.num_frames) == ("videollama2", "silence", 4)
     assert isinstance(processor.feature_extractor, AVLlmBeatsFeatureExtractor)
@@ -488,6 +488,7 @@ def test_avllm_train_runs_on_a_converted_folder(converted, tmp_path):
         "model_name_or_path": str(converted),
         "dataset_name": str(tmp_path / "train.jsonl"),
         "media_root": str(tmp_path / "media"),
+        "text_budget": 64,  # the fixture's Qwen2 has 256 positions
         "output_dir": str(tmp_path / "out"),
         "per_device_train_batch_size": 2,
         "max_steps": 2,
