@@ -4,8 +4,8 @@ video's runs, the LLM's positions) and on a mixed dataset in each of its data sl
 
 A recipe is run as written except for: its checkpoints (tiny stand-ins, below), its data slots' paths (a mixed jsonl
 each; every other setting of the slot is kept), the number of steps and the batch, and the run's plumbing (CPU,
-fp32, output folder, no reports). A recipe that starts from another recipe's `output_dir` starts from a tiny model
-built as that recipe builds its own.
+fp32, output and tower-cache folders, no reports). A recipe that starts from another recipe's `output_dir` starts from
+a tiny model built as that recipe builds its own.
 
 To cover a new recipe: give each checkpoint it names a stand-in in `TINY_LLMS` / `TINY_TOWERS` (a tiny config of the
 same family with the real model's patch grid, audio window and context length), and, if it starts from a checkpoint
@@ -246,6 +246,8 @@ def test_recipe_trains_two_steps_on_tiny_stand_ins_with_its_token_geometry(path,
         disable_tqdm=True,
     )
     run.pop("save_total_limit", None)
+    if "tower_cache" in recipe:
+        run["tower_cache"] = str(tmp_path / "tower-cache")
     (tmp_path / path.name).write_text(yaml.safe_dump(run))
 
     main(["train", "--config", str(tmp_path / path.name)])
@@ -260,5 +262,7 @@ def test_recipe_trains_two_steps_on_tiny_stand_ins_with_its_token_geometry(path,
     for key in GEOMETRY_KEYS:
         if key in recipe:
             assert getattr(saved, key) == recipe[key], key
+    if "tower_cache" in recipe:  # the towers ran once, before training, into the cache
+        assert any(Path(run["tower_cache"]).glob("*/*.safetensors"))
     if path.stem in PAPER_MEDIA_TOKENS:
         assert (saved.num_video_tokens, saved.num_audio_tokens) == PAPER_MEDIA_TOKENS[path.stem]

@@ -2,15 +2,19 @@
 1e-6, and invalidated by a changed tower or setting."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from datasets import Dataset
 from media_fixtures import write_audio, write_video
 from trl import SFTConfig
 
 from transformers_avllm import AVLlmForConditionalGeneration
+from transformers_avllm.cli import main
 from transformers_avllm.data.prepare import prepare_dataset
+from transformers_avllm.models.avllm import AVLlmProcessor
 from transformers_avllm.tiny import build_processor, build_tokenizer, tiny_config
 from transformers_avllm.training import (
     AVLlmDataCollator,
@@ -137,3 +141,54 @@ def test_stage_one_trains_from_the_cache(rows, tmp_path):
     before = model.model.video_connector.temporal_projector.weight.clone()
     trainer.train()
     assert not torch.equal(before, model.model.video_connector.temporal_projector.weight)
+
+
+def test_avllm_train_builds_the_recipes_tower_cache_once_and_trains_without_decoding(rows, tmp_path, monkeypatch):
+    """`tower_cache: DIR` in a recipe: the main process decodes each media item once to fill the cache, the training
+    steps decode nothing; a second run finds every entry; a stage that trains a tower is refused."""
+    model, processor = make()
+    model.save_pretrained(tmp_path / "start")
+    processor.save_pretrained(tmp_path / "start")
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    recipe = {
+        "stage": "pretrain",
+        "model_name_or_path": str(tmp_path / "start"),
+        "dataset_name": str(tmp_path / "train.jsonl"),
+        "tower_cache": str(tmp_path / "cache"),
+        "per_device_train_batch_size": 2,
+        "max_steps": 4,
+        "use_cpu": True,
+        "bf16": False,
+        "report_to": [],
+        "save_strategy": "no",
+        "activation_checkpointing": False,
+        "dataloader_num_workers": 0,
+    }
+    decoded = []
+    prepare_media = AVLlmProcessor.prepare_media
+
+    def counting_prepare_media(self, kind, source, *args, **kwargs):
+        decoded.append(source)
+        return prepare_media(self, kind, source, *args, **kwargs)
+
+    monkeypatch.setattr(AVLlmProcessor, "prepare_media", counting_prepare_media)
+
+    def run(output: str, **changes):
+        run_recipe = {**recipe, "output_dir": str(tmp_path / output), **changes}
+        (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(run_recipe))
+        return main(["train", "--config", str(tmp_path / "recipe.yaml")])
+
+    run("first")
+    # each media file decoded once, by the cache build (the clip whose sound a later row uses is found stored)
+    assert sorted(Path(source).name for source in decoded) == ["clip0.mp4", "clip1.mp4", "clip2.mp4", "tone.wav"]
+    entries = sorted((tmp_path / "cache").glob("*/*.safetensors"))
+    assert len(entries) == 6  # two clips' frames and sound, a third clip's frames, a tone
+    trained = AVLlmForConditionalGeneration.from_pretrained(tmp_path / "first")
+    assert not torch.equal(
+        trained.model.video_connector.temporal_projector.weight, model.model.video_connector.temporal_projector.weight
+    )
+    decoded.clear()
+    run("second")
+    assert decoded == [] and sorted((tmp_path / "cache").glob("*/*.safetensors")) == entries
+    with pytest.raises(SystemExit, match="trains the audio tower"):
+        run("third", stage="audio-finetune")

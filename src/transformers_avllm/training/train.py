@@ -4,6 +4,7 @@ Values come from, in rising priority: the stage's defaults (`stages.py`), the YA
 """
 
 import argparse
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +16,12 @@ from ..components import from_pretrained_components
 from ..export import build_model_card, export_pretrained, recorded_base_models
 from ..models.avllm import MISSING_AUDIO_POLICIES
 from .collator import AVLlmDataCollator, TokenBudgetError, check_token_budget
-from .data import DatasetEntry, DatasetFormatError, mix_datasets
+from .data import DataMixture, DatasetEntry, DatasetFormatError, mix_datasets
 from .stages import STAGES, apply_stage, stage_defaults
+from .tower_cache import TowerCache
 from .trainer import AVLlmSFTTrainer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,6 +60,13 @@ class AVLlmArguments:
     )
     max_audio_windows: int | None = field(
         default=None, metadata={"help": "cap on the windows that cover one audio segment (None: as the processor)"}
+    )
+    tower_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "folder of a tower-output cache, for a stage that freezes the towers: entries missing there are "
+            "built before training (once, on the main process), then the steps neither decode media nor run towers"
+        },
     )
     skip_bad_samples: bool = False
     overflow: str = field(default="error", metadata={"help": "error | drop: rows whose cut would cut a placeholder"})
@@ -143,6 +154,24 @@ def dataset_entries(script_args: ScriptArguments, av_args: AVLlmArguments) -> li
     return entries
 
 
+def build_tower_cache(folder: str, model, collator: AVLlmDataCollator, rows, training_args) -> TowerCache:
+    """The recipe's tower-output cache for `model`'s frozen towers, with an entry for every media item of `rows` (the
+    main process builds the missing ones on the training device, the others then find them). Refuses a stage that
+    trains a tower, whose outputs would go stale."""
+    for name in ("vision", "audio"):
+        tower = getattr(model.model, f"{name}_tower")
+        if tower is not None and any(parameter.requires_grad for parameter in tower.parameters()):
+            raise SystemExit(f"tower_cache: this stage trains the {name} tower, so its outputs cannot be stored")
+    cache = TowerCache(folder, model, collator.processor)
+    with training_args.main_process_first(desc="tower cache"):
+        # on the device the model trains on (the Trainer would move it there next)
+        counts = cache.build(
+            model.to(training_args.device), collator, rows, batch_size=training_args.per_device_train_batch_size
+        )
+    logger.info("tower cache %s: %s", folder, counts)
+    return cache
+
+
 def _weight_sharding(trainer: AVLlmSFTTrainer) -> str | None:
     """The sharding ("FSDP" or "ZeRO-3") when each of the trainer's processes holds only part of the weights."""
     if trainer.is_fsdp_enabled:
@@ -178,6 +207,9 @@ def train(argv: list[str]) -> AVLlmSFTTrainer:
         skip_bad_samples=av_args.skip_bad_samples,
         missing_audio=av_args.missing_audio,
     )
+    if av_args.tower_cache:
+        rows = train_dataset.rows if isinstance(train_dataset, DataMixture) else train_dataset
+        collator.tower_cache = build_tower_cache(av_args.tower_cache, model, collator, rows, training_args)
     trainer = AVLlmSFTTrainer(
         model=model,
         args=training_args,
