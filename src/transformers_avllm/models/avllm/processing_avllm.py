@@ -281,22 +281,22 @@ class AVLlmProcessor(ProcessorMixin):
 
     # ---- decoding ------------------------------------------------------------------------------------------------
 
-    def _audio_features(self, waveforms: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        """`input_features (num_audios, W * K, *window_shape)` and `input_features_mask (num_audios, W * K, F)` from
-        mono waveforms. Each clip is split into K segments; a segment longer than the feature extractor's window is
-        covered by consecutive windows, W of them for every segment of the call (the most any segment needs, a last
-        window holding what is left; extra windows are padding), laid out window by window: the first windows of the
-        K segments, then their second windows, and so on. The mask marks the feature frames of real audio, from the
-        extractor's own attention mask where it gives one (Whisper: one per hop), else one flag per window."""
+    def _audio_features(self, waveform: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """`input_features (W * K, *window_shape)` and `input_features_mask (W * K, F)` of a mono waveform. The clip is
+        split into K segments; a segment longer than the feature extractor's window is covered by consecutive windows,
+        W of them for every segment (the most any segment needs, a last window holding what is left; extra windows are
+        padding), laid out window by window: the first windows of the K segments, then their second windows, and so
+        on. The mask marks the feature frames of real audio, from the extractor's own attention mask where it gives
+        one (Whisper: one per hop), else one flag per window."""
         extractor = self.feature_extractor
         window = getattr(extractor, "n_samples", None) or getattr(extractor, "nb_max_samples", None)
-        segments = []
-        for waveform in waveforms:
-            length = -(-len(waveform) // self.num_audio_segments)  # split_audio_segments pads only the last one
-            for index, segment in enumerate(split_audio_segments(waveform, self.num_audio_segments)):
-                # a windowed extractor gets the real samples only (it pads each window itself); any other takes
-                # whole segments of equal length
-                segments.append(segment[: max(0, min(length, len(waveform) - index * length))] if window else segment)
+        length = -(-len(waveform) // self.num_audio_segments)  # split_audio_segments pads only the last one
+        # a windowed extractor gets the real samples only (it pads each window itself); any other takes whole
+        # segments of equal length
+        segments = [
+            segment[: max(0, min(length, len(waveform) - index * length))] if window else segment
+            for index, segment in enumerate(split_audio_segments(waveform, self.num_audio_segments))
+        ]
         num_windows = max(1, max(-(-len(segment) // window) for segment in segments)) if window else 1
         if self.max_audio_windows is not None and num_windows > self.max_audio_windows:
             seconds = max(len(segment) for segment in segments) / extractor.sampling_rate
@@ -304,11 +304,11 @@ class AVLlmProcessor(ProcessorMixin):
                 f"an audio segment of {seconds:.1f} s needs {num_windows} windows of "
                 f"{window / extractor.sampling_rate:g} s, more than max_audio_windows={self.max_audio_windows}"
             )
-        chunks = []  # (num_audios, W, K) in order
-        for first in range(0, len(segments), self.num_audio_segments):
-            clip = segments[first : first + self.num_audio_segments]
-            for index in range(num_windows):
-                chunks += [segment[index * window : (index + 1) * window] if window else segment for segment in clip]
+        chunks = [  # (W, K) in order
+            segment[index * window : (index + 1) * window] if window else segment
+            for index in range(num_windows)
+            for segment in segments
+        ]
         empty = [len(chunk) == 0 for chunk in chunks]
         extracted = extractor(
             [chunk if len(chunk) else np.zeros(1, dtype=np.float32) for chunk in chunks],
@@ -318,9 +318,7 @@ class AVLlmProcessor(ProcessorMixin):
         )
         features = extracted["input_features"] if "input_features" in extracted else extracted["input_values"]
         mask = extracted["attention_mask"] if "attention_mask" in extracted else torch.ones(len(chunks), 1)
-        mask = mask.long().masked_fill(torch.tensor(empty)[:, None], 0)
-        shape = (len(waveforms), num_windows * self.num_audio_segments)
-        return {"input_features": features.unflatten(0, shape), "input_features_mask": mask.unflatten(0, shape)}
+        return features, mask.long().masked_fill(torch.tensor(empty)[:, None], 0)
 
     def _sound(self, kind: str, source, silent: bool = False) -> np.ndarray:
         """The waveform of an audio or video source: its track (`silent`: silence as long as a video without one),
@@ -367,8 +365,8 @@ class AVLlmProcessor(ProcessorMixin):
             frames, prepared.timestamps = sample_frames(source, self.num_frames)
             prepared.frames = self._resized_frames(list(frames))
         if kind == "audio" or (kind == "video" and use_audio):
-            audio = self._audio_features([self._sound(kind, source, silent_audio)])
-            prepared.audio_features, prepared.audio_mask = audio["input_features"][0], audio["input_features_mask"][0]
+            waveform = self._sound(kind, source, silent_audio)
+            prepared.audio_features, prepared.audio_mask = self._audio_features(waveform)
             prepared.has_audio = not silent_audio
         return prepared
 
