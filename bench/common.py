@@ -11,7 +11,24 @@ from transformers_avllm import AVLlmForConditionalGeneration
 from transformers_avllm.tiny import tiny_audio_config, tiny_config, tiny_text_config, tiny_vision_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from media_fixtures import write_video  # noqa: E402
 from model_inputs import random_rows  # noqa: E402
+
+CLIP_FPS = 30
+CLIP_NOISE = 7  # noise in the frames, for a realistic bitrate (about 3.5 Mb/s at 480p)
+
+
+def bench_clip(workdir: Path, name: str, spec: dict, quick: bool) -> Path:
+    """The media benchmarks' clip `name` in `workdir`: h264 at `CLIP_FPS` with a 440 Hz AAC track, `spec` the
+    `write_video` sizes (seconds, size, gop). Written once, under a temporary name first; an existing one (a kept
+    `--workdir`) is reused."""
+    path = workdir / f"{name}{'_quick' if quick else ''}.mp4"
+    if not path.exists():
+        start = time.perf_counter()
+        write_video(path.with_suffix(".part.mp4"), fps=CLIP_FPS, audio=("aac", 440), noise=CLIP_NOISE, **spec)
+        path.with_suffix(".part.mp4").rename(path)
+        print(f"wrote {path.name} in {time.perf_counter() - start:.0f} s", flush=True)
+    return path
 
 
 def bench_model(num_frames: int = 8) -> AVLlmForConditionalGeneration:

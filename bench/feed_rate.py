@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from common import CLIP_FPS, bench_clip
 from datasets import load_dataset
 from transformers import ClapAudioConfig, ClapFeatureExtractor, CLIPImageProcessor, CLIPVisionConfig
 
@@ -30,11 +30,7 @@ from transformers_avllm.models.avllm import AVLlmProcessor
 from transformers_avllm.tiny import build_tokenizer, tiny_config
 from transformers_avllm.training import AVLlmDataCollator
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from media_fixtures import write_video  # noqa: E402
-
 STAGE1_SAMPLES_PER_S = 28.8  # AV-LLM stage 1, batch 8, one H200 (issue #16)
-FPS = 30
 WORDS = "what do you see and hear ? a moving picture with sound".split()
 
 
@@ -43,12 +39,12 @@ def clip_specs(quick: bool) -> dict[str, dict]:
     if quick:
         return {
             "10s": dict(seconds=4, size=(240, 426)),
-            "60s": dict(seconds=12, size=(360, 640), gop=2 * FPS),
+            "60s": dict(seconds=12, size=(360, 640), gop=2 * CLIP_FPS),
             "180s": dict(seconds=20, size=(360, 640), gop=250),
         }
     return {
         "10s": dict(seconds=10, size=(480, 854)),
-        "60s": dict(seconds=60, size=(720, 1280), gop=2 * FPS),
+        "60s": dict(seconds=60, size=(720, 1280), gop=2 * CLIP_FPS),
         "180s": dict(seconds=180, size=(720, 1280), gop=250),
     }
 
@@ -103,12 +99,7 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         results = {}
         for name, spec in clip_specs(args.quick).items():
-            path = workdir / f"{name}{'_quick' if args.quick else ''}.mp4"
-            if not path.exists():
-                start = time.perf_counter()
-                write_video(path.with_suffix(".part.mp4"), fps=FPS, audio=("aac", 440), noise=7, **spec)
-                path.with_suffix(".part.mp4").rename(path)
-                print(f"wrote {path.name} in {time.perf_counter() - start:.0f} s", flush=True)
+            path = bench_clip(workdir, name, spec, args.quick)
             rows = [row(f"{name}-{index}", path) for index in range(args.samples)]
             data = Path(tmp) / f"{name}.jsonl"
             data.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -12,23 +12,18 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import av
 from av.video.reformatter import VideoReformatter
+from common import CLIP_FPS, bench_clip
 
 from transformers_avllm.models.avllm import load_video
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from media_fixtures import write_video  # noqa: E402
-
 NUM_FRAMES = 32
 SIZE = (224, 224)
-FPS = 30
-NOISE = 7
 
 
 def clip_specs(quick: bool) -> dict[str, dict]:
@@ -36,7 +31,7 @@ def clip_specs(quick: bool) -> dict[str, dict]:
     long_s, long_size = (30, (360, 640)) if quick else (180, (720, 1280))
     return {
         "10s_480p": dict(seconds=4 if quick else 10, size=(240, 426) if quick else (480, 854)),
-        "3min_gop2s": dict(seconds=long_s, size=long_size, gop=2 * FPS),
+        "3min_gop2s": dict(seconds=long_s, size=long_size, gop=2 * CLIP_FPS),
         "3min_gop250": dict(seconds=long_s, size=long_size, gop=250),
     }
 
@@ -109,12 +104,7 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         clips = {}
         for name, spec in clip_specs(args.quick).items():
-            path = workdir / f"{name}{'_quick' if args.quick else ''}.mp4"
-            if not path.exists():
-                start = time.perf_counter()
-                write_video(path.with_suffix(".part.mp4"), fps=FPS, audio=("aac", 440), noise=NOISE, **spec)
-                path.with_suffix(".part.mp4").rename(path)
-                print(f"wrote {path.name} in {time.perf_counter() - start:.0f} s", flush=True)
+            path = bench_clip(workdir, name, spec, args.quick)
             clips[name] = path
 
         times: dict[tuple[str, str], float] = {}
