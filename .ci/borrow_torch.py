@@ -5,7 +5,8 @@ Usage: .venv/bin/python .ci/borrow_torch.py .venv-floor/lib/python3.11/site-pack
 The window's floor and ceiling differ only in the Hugging Face libraries; both take the same torch, torchaudio and
 torchvision (pyproject.toml pins them). Their PyPI wheels bring CUDA libraries, about 4.5 GB per environment, so the
 floor environment links the ceiling's files instead of installing a second copy: pip then finds torch installed and
-installs only what differs. Links, not symbolic links, so pip sees a normal installation in the floor's own folder.
+installs only what differs. Hard links (a copy where the file system has none), not symbolic links, so pip sees a
+normal installation in the floor's own folder.
 """
 
 import importlib.metadata
@@ -20,6 +21,14 @@ from packaging.utils import canonicalize_name
 TORCH_STACK = ("torch", "torchaudio", "torchvision")
 # torch's own dependencies that belong to its CUDA build (the rest are small and pip installs them as usual)
 CUDA_PREFIXES = ("torch", "triton", "nvidia-", "cuda-")
+
+
+def link_or_copy(source: str, target: str) -> None:
+    """A hard link where the file system allows one, else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def torch_stack_distributions() -> set[str]:
@@ -51,9 +60,9 @@ def main(target: Path) -> None:
         if (target / entry).exists():
             continue
         if (source / entry).is_dir():
-            shutil.copytree(source / entry, target / entry, copy_function=os.link)
+            shutil.copytree(source / entry, target / entry, copy_function=link_or_copy)
         else:
-            os.link(source / entry, target / entry)
+            link_or_copy(source / entry, target / entry)
     print(f"linked {len(entries)} entries of the torch stack from {source} into {target}")
 
 
