@@ -2,6 +2,8 @@
 
 import json
 import random
+import subprocess
+import sys
 from collections import Counter
 
 from huggingface_hub import ModelCard
@@ -29,6 +31,18 @@ def test_synthetic_data_is_deterministic_and_answers_follow_the_clip(tmp_path):
     assert media["visual"] == {"type": "video", "path": media["visual"]["path"], "use_audio": False}
     assert media["audio"]["type"] == "audio" and media["audio_visual"]["use_audio"] is True
     assert (tmp_path / "a" / "muted").is_dir() and len(list((tmp_path / "a" / "blanked").iterdir())) == 2
+
+
+def test_clips_are_byte_identical_from_one_process_to_the_next(tmp_path):
+    """The same seed writes the same mp4 bytes in separate processes (x264's settings in `media_writer`)."""
+    script = "import sys; from transformers_avllm.data.synth import synthesize; synthesize(sys.argv[1], 12, 4, seed=5)"
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / name)]) for name in ("a", "b")]
+    assert [run.wait(timeout=300) for run in runs] == [0, 0]
+    clips = sorted(path.relative_to(tmp_path / "a") for path in (tmp_path / "a").rglob("*.mp4"))
+    assert len(clips) == 24
+    first, second = ({clip: (tmp_path / name / clip).read_bytes() for clip in clips} for name in ("a", "b"))
+    differing = [str(clip) for clip in clips if first[clip] != second[clip]]
+    assert differing == []
 
 
 def test_test_split_is_balanced_so_ignoring_a_modality_scores_chance():
